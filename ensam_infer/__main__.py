@@ -1,0 +1,139 @@
+"""Command line: `python -m ensam_infer {predict,segment,samples,evaluate,init-weights}`.
+
+Imports stay inside each command: the challenge runs one process per click and counts
+start-up time, so `predict` must load only what it uses."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .predict import predict_folder
+    from .session import EnsamSession
+
+    inp, out = Path(args.input), Path(args.output)
+    if not inp.is_dir():
+        print(f"error: input folder {inp} does not exist", file=sys.stderr)
+        return 2
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        session = EnsamSession(args.weights, device=args.device)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    results = predict_folder(inp, out, session, use_cache=not args.no_cache)
+    failed = [r for r in results if not r.ok]
+    if not results:
+        print(f"warning: no .npz cases in {inp}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from .prompts import PromptError
+    from .session import EnsamSession
+    from .volumes import read_prompts, read_volume, write_mask
+
+    t0 = time.perf_counter()
+    try:
+        volume = read_volume(args.image)
+        objects, window = read_prompts(args.prompts, volume)
+        session = EnsamSession(args.weights, device=args.device)
+        session.set_image(volume.array, volume.spacing_zyx, window=window)
+        for obj_id, obj in objects.items():
+            if obj.box is not None:
+                session.add_box(obj.box, obj_id)
+            for p, positive in zip(obj.points, obj.positive, strict=True):
+                session.add_click(p, positive, obj_id)
+        mask = session.predict()
+        write_mask(args.output, mask, volume)
+    except (OSError, ValueError, PromptError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.output}: {len(objects)} objects, {time.perf_counter() - t0:.2f} s")
+    return 0
+
+
+def _cmd_samples(args: argparse.Namespace) -> int:
+    from .samples import write_samples
+
+    for path in write_samples(args.out, seed=args.seed):
+        print(path)
+    return 0
+
+
+def _cmd_init_weights(args: argparse.Namespace) -> int:
+    import torch
+
+    from .model import build_model, save_checkpoint
+
+    torch.manual_seed(args.seed)
+    model = build_model(args.preset)
+    save_checkpoint(model, args.out, metadata={"note": "untrained, for testing the pipeline"})
+    print(f"{args.out}: UNTRAINED {args.preset} checkpoint")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation.runner import main_evaluate
+
+    return main_evaluate(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ensam_infer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="segment every challenge npz in a folder")
+    p.add_argument("--input", default="/workspace/inputs")
+    p.add_argument("--output", default="/workspace/outputs")
+    p.add_argument("--weights", default=None, help="checkpoint (default: shipped weights)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--no-cache", action="store_true", help="never reuse encoder features")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("segment", help="segment a NIfTI/NRRD/MHA image from a prompt JSON")
+    p.add_argument("--image", required=True)
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--weights", default=None)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_segment)
+
+    p = sub.add_parser("samples", help="write synthetic sample cases (imgs/ and gts/)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_samples)
+
+    p = sub.add_parser("init-weights", help="write an UNTRAINED checkpoint (for tests)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--preset", default="ensam_tiny")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_init_weights)
+
+    p = sub.add_parser("evaluate", help="run the challenge's 6-step protocol and score it")
+    p.add_argument("--images", required=True)
+    p.add_argument("--labels", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--weights", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--mode", choices=["inprocess", "script", "docker"], default="inprocess")
+    p.add_argument("--image", default="ensam:latest", help="docker image for --mode docker")
+    p.add_argument("--methods", default="ensam,boxfill,otsu", help="comma-separated")
+    p.add_argument("--cases", default=None, help="comma-separated case names (default all)")
+    p.add_argument("--clicks", type=int, default=5)
+    p.set_defaults(func=_cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Where the network runs: CUDA with autocast when present, else the CPU with its threads."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def configure_threads() -> None:
+    """Use every core the process may run on (containers often limit them by affinity),
+    unless ENSAM_THREADS says otherwise."""
+    wanted = os.environ.get("ENSAM_THREADS")
+    if wanted:
+        torch.set_num_threads(max(1, int(wanted)))
+        return
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores))
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPUs that support it (fp16 otherwise); full precision on the CPU,
+    where low precision is slower on most processors."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)

@@ -1,0 +1,17 @@
+"""ENSAM network components, one file each, and the build/load registry."""
+
+from .build import build_model, checkpoint_id, load_checkpoint, save_checkpoint
+from .config import ModelConfig, preset
+from .ensam import Ensam
+from .prompts import ClassPrompt
+
+__all__ = [
+    "ClassPrompt",
+    "Ensam",
+    "ModelConfig",
+    "build_model",
+    "checkpoint_id",
+    "load_checkpoint",
+    "preset",
+    "save_checkpoint",
+]

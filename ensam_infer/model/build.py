@@ -1,0 +1,78 @@
+"""Build a model from a config or preset name; save and load checkpoints that carry their
+config, so any weights file rebuilds its own network."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from .config import ModelConfig, preset
+from .ensam import Ensam
+
+CHECKPOINT_FORMAT = "ensam-checkpoint-v1"
+
+
+def build_model(config: ModelConfig | dict | str | None = None, **overrides: object) -> Ensam:
+    """Build ENSAM from a ModelConfig, a config dict or a preset name ("ensam", "ensam_light",
+    "ensam_tiny"). Keyword overrides replace config fields."""
+    if config is None:
+        config = "ensam"
+    if isinstance(config, str):
+        cfg = preset(config, **overrides)
+    elif isinstance(config, dict):
+        cfg = ModelConfig.from_dict({**config, **overrides})
+    else:
+        cfg = ModelConfig.from_dict({**config.to_dict(), **overrides})
+    return Ensam(cfg)
+
+
+def save_checkpoint(
+    model: Ensam, path: str | Path, half: bool = True, metadata: dict | None = None
+) -> None:
+    """Write weights (fp16 when `half`, to keep shipped files small) with the config,
+    atomically: a crash never leaves a half-written checkpoint behind."""
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).cpu()
+        for k, v in model.state_dict().items()
+    }
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": model.config.to_dict(),
+        "state_dict": state,
+        "metadata": metadata or {},
+    }
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Ensam:
+    """Rebuild the network stored in `path` and load its weights (in float32)."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an ENSAM checkpoint")
+    model = Ensam(ModelConfig.from_dict(payload["config"]))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    model.load_state_dict(state)
+    if not model.config.trained:
+        warnings.warn(f"{path} holds UNTRAINED weights: its masks are meaningless", stacklevel=2)
+    model.metadata = payload.get("metadata", {})
+    return model.eval()
+
+
+def checkpoint_id(path: str | Path) -> str:
+    """A short content hash of a checkpoint file, used to key caches to the weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]

@@ -1,0 +1,92 @@
+"""Model hyper-parameters. The config is stored inside every checkpoint so a weights file
+always rebuilds the exact network it came from."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class ModelConfig:
+    in_channels: int = 1
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    blocks: tuple[int, ...] = (1, 1, 2, 4)
+    norm: str = "instance"  # "instance", "batch" or "group"
+    width: int = 128
+    heads: int = 8
+    depth: int = 2
+    mlp_width: int = 512
+    positional: str = "rope_mixed"  # "rope_mixed", "liere" or "sinusoidal"
+    dense_channels: tuple[int, ...] = (16, 32, 64)
+    decoder_blocks: int = 1
+    logit_bias: float = -5.0
+    # Whether the weights were produced by training. Untrained checkpoints still load (the
+    # code must run before weights exist) but every use prints a warning.
+    trained: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def stride(self) -> int:
+        """Down-sampling factor between the network input and the latent grid."""
+        return 2 ** (len(self.channels) - 1)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        d["blocks"] = list(self.blocks)
+        d["dense_channels"] = list(self.dense_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        d = dict(d)
+        for key in ("channels", "blocks", "dense_channels"):
+            if key in d:
+                d[key] = tuple(d[key])
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if len(self.channels) != len(self.blocks):
+            raise ValueError("channels and blocks must have the same length")
+        if self.channels[-1] != self.width:
+            raise ValueError("the deepest encoder level must have `width` channels")
+        if self.width % self.heads:
+            raise ValueError("width must be divisible by heads")
+        head = self.width // self.heads
+        if head % 2:
+            raise ValueError("head size must be even for rotary encoding")
+        if self.positional not in ("rope_mixed", "liere", "sinusoidal"):
+            raise ValueError(f"unknown positional encoding {self.positional!r}")
+        if self.norm not in ("instance", "batch", "group"):
+            raise ValueError(f"unknown norm {self.norm!r}")
+        if len(self.dense_channels) != len(self.channels) - 1:
+            raise ValueError("the dense prompt path needs one stride-2 conv per encoder level")
+
+
+PRESETS: dict[str, dict] = {
+    "ensam": {},
+    "ensam_light": {"blocks": (1, 1, 1, 1)},
+    "ensam_tiny": {
+        "channels": (8, 16, 32, 64),
+        "blocks": (1, 1, 1, 1),
+        "width": 64,
+        "heads": 4,
+        "depth": 1,
+        "mlp_width": 128,
+        "dense_channels": (8, 16, 32),
+    },
+}
+
+
+def preset(name: str, **overrides: object) -> ModelConfig:
+    """A named configuration, optionally with fields overridden."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    cfg = ModelConfig.from_dict({**PRESETS[name], **overrides})
+    return cfg

@@ -1,0 +1,119 @@
+"""The challenge container's job: every npz in the inputs folder → `segs` in the outputs
+folder, one case at a time, each case isolated so one bad file never takes others down."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .cache import CaseCache, array_hash
+from .challenge import CaseError, ChallengeCase, read_case, write_segs
+from .prompts import PromptError
+from .roi import mask_to_network_logits, roi_for_prompts
+from .session import EnsamSession, SessionState
+
+SECONDS_PER_CLASS = 90.0  # the organizers' limit, summed over a case's six steps
+
+
+@dataclass
+class CaseResult:
+    name: str
+    ok: bool
+    seconds: float
+    message: str = ""
+
+
+def segment_case(
+    session: EnsamSession, case: ChallengeCase, cache: CaseCache | None
+) -> tuple[np.ndarray, SessionState | None, str]:
+    """The label map for one case, the state to cache, and the image hash."""
+    session.set_image(case.image, case.spacing)
+    for k, obj in enumerate(case.objects, start=1):
+        if obj.empty:
+            continue
+        if obj.box is not None:
+            session.add_box(obj.box, k)
+        for p, positive in zip(obj.points, obj.positive, strict=True):
+            session.add_click(p, positive, k)
+    ids = sorted(session.objects)
+    if not ids:
+        return np.zeros(case.image.shape, np.uint8), None, ""
+    image_hash = array_hash(case.image)
+    roi = roi_for_prompts(case.image.shape, [session.objects[i] for i in ids])
+    prev_hash = array_hash(case.prev_pred) if case.prev_pred is not None else None
+    cached = cache.load(image_hash, roi, prev_hash) if cache is not None else None
+    fresh = {k for k in ids if case.new_click[k - 1]}
+    if cached is not None:
+        missing = set(ids) - set(cached.logits)
+        if case.prev_pred is not None:
+            for k in missing:
+                cached.logits[k] = mask_to_network_logits(case.prev_pred == k, roi)
+        session.restore(cached, stale=fresh | missing if case.prev_pred is not None else None)
+    elif case.prev_pred is not None:
+        # Lost or invalid cache at a click step: rebuild the dense prompt from the previous
+        # mask so the clicks still refine the earlier answer.
+        session.set_previous_labels(case.prev_pred)
+    labels = session.predict()
+    return labels, session.state, image_hash
+
+
+def predict_folder(
+    input_dir: str | Path,
+    output_dir: str | Path,
+    session: EnsamSession,
+    use_cache: bool = True,
+    log: object = sys.stderr,
+) -> list[CaseResult]:
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    files = sorted(p for p in input_dir.glob("*.npz") if p.is_file())
+    results = []
+    for path in files:
+        results.append(predict_file(path, output_dir, session, use_cache, log))
+    return results
+
+
+def predict_file(
+    path: Path,
+    output_dir: Path,
+    session: EnsamSession,
+    use_cache: bool = True,
+    log: object = sys.stderr,
+) -> CaseResult:
+    name = path.name[: -len(".npz")]
+    t0 = time.perf_counter()
+    try:
+        case = read_case(path)
+        cache = CaseCache(output_dir, case.name, session.model_id) if use_cache else None
+        labels, state, image_hash = segment_case(session, case, cache)
+        segs = labels.reshape(case.original_shape)
+        write_segs(output_dir / f"{case.name}.npz", segs)
+        if cache is not None and state is not None and state.features is not None:
+            try:
+                cache.save(image_hash, state, array_hash(labels))
+            except OSError as exc:  # a cache that cannot be written costs time, not results
+                print(f"{name}: warning: cache not written ({exc})", file=log)
+        seconds = time.perf_counter() - t0
+        present = len(np.unique(segs)) - (1 if (segs == 0).any() else 0)
+        for w in case.warnings:
+            print(f"{name}: warning: {w}", file=log)
+        budget = SECONDS_PER_CLASS * case.num_classes / 6
+        slow = (
+            f" (over the {budget:.0f} s per-step share of the time limit)"
+            if seconds > budget
+            else ""
+        )
+        print(
+            f"{name}: {case.step} step, {case.num_classes} classes, {present} present, "
+            f"{seconds:.2f} s{slow}",
+            file=log,
+        )
+        return CaseResult(name, True, seconds)
+    except (CaseError, PromptError, OSError, ValueError, MemoryError) as exc:
+        seconds = time.perf_counter() - t0
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"{name}: ERROR: {message}", file=log)
+        return CaseResult(name, False, seconds, message)

@@ -1,0 +1,152 @@
+"""The region the network sees, and the exact way back.
+
+Intensities: voxels <= 0 stay 0, positive voxels map linearly to (0, 1] by the min and max of
+the positive voxels. Region: the union of the boxes and clicks plus a margin (the whole volume
+when there is no box). Size cap: max-pool by 2 along the two largest axes while the region
+has more than 256*128*128 voxels. Padding to a multiple of 8. Back: trilinear up-sampling of
+the logits onto the region, which is pasted into the full volume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .prompts import Box, ObjectPrompts
+
+MAX_VOXELS = 256 * 128 * 128
+MARGIN = 16
+MULTIPLE = 8
+
+
+@dataclass(frozen=True)
+class Roi:
+    """Crop [start, stop) of the full volume, pooled by `pool` per axis, padded to `padded`."""
+
+    start: tuple[int, int, int]
+    stop: tuple[int, int, int]
+    pool: tuple[int, int, int]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(b - a for a, b in zip(self.start, self.stop, strict=True))
+
+    @property
+    def pooled(self) -> tuple[int, int, int]:
+        return tuple(-(-n // f) for n, f in zip(self.shape, self.pool, strict=True))
+
+    @property
+    def padded(self) -> tuple[int, int, int]:
+        return tuple(-(-n // MULTIPLE) * MULTIPLE for n in self.pooled)
+
+    @property
+    def slices(self) -> tuple[slice, slice, slice]:
+        return tuple(slice(a, b) for a, b in zip(self.start, self.stop, strict=True))
+
+    def key(self) -> str:
+        return f"{self.start}-{self.stop}-{self.pool}"
+
+    def point_to_network(self, point: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Full-volume voxel → network-input voxel (the pooled cell that contains it)."""
+        return tuple(
+            int(min(max((p - s) // f, 0), n - 1))
+            for p, s, f, n in zip(point, self.start, self.pool, self.pooled, strict=True)
+        )
+
+    def box_to_network(self, box: Box) -> tuple[int, int, int, int, int, int]:
+        return (*self.point_to_network(box.lo), *self.point_to_network(box.hi))
+
+
+def scale_intensity(volume: np.ndarray) -> np.ndarray:
+    """Positive voxels → (0, 1] by their own min and max; the rest → 0. float32."""
+    vol = volume.astype(np.float32, copy=False)
+    positive = vol > 0
+    out = np.zeros(vol.shape, np.float32)
+    if not positive.any():
+        return out
+    values = vol[positive]
+    lo, hi = float(values.min()), float(values.max())
+    if hi > lo:
+        # lo maps to a small positive value, not 0, so "positive" stays distinguishable
+        # from the zero background after scaling.
+        out[positive] = (values - lo) / (hi - lo) * (1.0 - 1.0 / 256) + 1.0 / 256
+    else:
+        out[positive] = 1.0
+    return out
+
+
+def size_cap(shape: tuple[int, int, int], max_voxels: int = MAX_VOXELS) -> tuple[int, int, int]:
+    """Pooling factors: halve the two largest axes until the volume fits in `max_voxels`."""
+    pool = [1, 1, 1]
+    cur = list(shape)
+    while cur[0] * cur[1] * cur[2] > max_voxels:
+        order = sorted(range(3), key=lambda a: cur[a])
+        for axis in order[1:]:
+            pool[axis] *= 2
+            cur[axis] = -(-cur[axis] // 2)
+    return tuple(pool)
+
+
+def roi_for_prompts(
+    shape: tuple[int, int, int],
+    objects: list[ObjectPrompts],
+    margin: int = MARGIN,
+    max_voxels: int = MAX_VOXELS,
+) -> Roi:
+    """The union of all boxes and clicks plus `margin`, clipped; the whole volume when no
+    object has a box (click-only cases: a crop around one click would hide the object)."""
+    boxes = [o.box for o in objects if o.box is not None]
+    if not boxes:
+        start, stop = (0, 0, 0), tuple(shape)
+    else:
+        lo = np.min([b.lo for b in boxes], axis=0)
+        hi = np.max([b.hi for b in boxes], axis=0)
+        points = [p for o in objects for p in o.points]
+        if points:
+            lo = np.minimum(lo, np.min(points, axis=0))
+            hi = np.maximum(hi, np.max(points, axis=0))
+        start = tuple(int(max(0, v - margin)) for v in lo)
+        stop = tuple(int(min(n, v + margin + 1)) for v, n in zip(hi, shape, strict=True))
+    crop_shape = tuple(b - a for a, b in zip(start, stop, strict=True))
+    return Roi(start, stop, size_cap(crop_shape, max_voxels))
+
+
+def prepare_input(volume: np.ndarray, roi: Roi) -> torch.Tensor:
+    """Crop, scale, pool and pad: the network input (1, 1, D, H, W) in [0, 1]."""
+    crop = scale_intensity(volume[roi.slices])
+    x = torch.from_numpy(crop)[None, None]
+    if roi.pool != (1, 1, 1):
+        # Pad to a multiple of the pooling factor first so every pooled cell covers exactly
+        # `pool` voxels: that keeps the inverse mapping exact.
+        pad = [(-n) % f for n, f in zip(roi.shape, roi.pool, strict=True)]
+        x = F.pad(x, (0, pad[2], 0, pad[1], 0, pad[0]))
+        x = F.max_pool3d(x, kernel_size=roi.pool, stride=roi.pool)
+    pad = [p - n for p, n in zip(roi.padded, roi.pooled, strict=True)]
+    return F.pad(x, (0, pad[2], 0, pad[1], 0, pad[0])).contiguous()
+
+
+def logits_to_roi(logits: torch.Tensor, roi: Roi) -> torch.Tensor:
+    """Network logits (B, 1, *padded) → logits on the crop (B, *roi.shape), float32."""
+    d, h, w = roi.pooled
+    x = logits[:, :, :d, :h, :w].float()
+    if roi.pool != (1, 1, 1):
+        size = tuple(n * f for n, f in zip(roi.pooled, roi.pool, strict=True))
+        x = F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+        x = x[:, :, : roi.shape[0], : roi.shape[1], : roi.shape[2]]
+    return x[:, 0]
+
+
+def mask_to_network_logits(mask: np.ndarray, roi: Roi, value: float = 5.0) -> torch.Tensor:
+    """A binary full-volume mask as pseudo-logits in network space (1, 1, *padded): used when
+    the real previous logits are unavailable (lost cache, changed crop)."""
+    m = torch.from_numpy(np.ascontiguousarray(mask[roi.slices])).float()[None, None]
+    if roi.pool != (1, 1, 1):
+        pad = [(-n) % f for n, f in zip(roi.shape, roi.pool, strict=True)]
+        m = F.pad(m, (0, pad[2], 0, pad[1], 0, pad[0]))
+        m = F.avg_pool3d(m, kernel_size=roi.pool, stride=roi.pool)
+    pad = [p - n for p, n in zip(roi.padded, roi.pooled, strict=True)]
+    m = F.pad(m, (0, pad[2], 0, pad[1], 0, pad[0]))
+    return (m * 2 - 1) * value
