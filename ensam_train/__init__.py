@@ -1,0 +1,1 @@
+"""ENSAM training: data synthesis, interaction simulation, optimizers and runs."""

@@ -1,0 +1,61 @@
+"""Run configuration: one JSON file per run, copied into the run folder so a resumed run
+always uses the settings it started with."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+DEFAULTS: dict = {
+    "model": {"preset": "ensam_light", "overrides": {}},
+    "data": {
+        "max_size": 96,
+        "synth_size": 96,
+        "probs": {"atlas": 0.55, "shapes": 0.25, "real": 0.2},
+        "p_no_box": 0.1,
+        "real_split": "training",
+    },
+    "train": {
+        "optimizer": "muon",
+        "lr": 2e-3,
+        "weight_decay": 1e-3,
+        "warmup": 100,
+        "milestones": [],
+        "gamma": 0.3,
+        "max_voxels": 64 * 64 * 64,
+        "click_steps": [2, 3],
+        "accumulate": 2,
+        "clip": 1.0,
+        "seed": 0,
+        "max_steps": 1_000_000,
+        "workers": 1,
+        "checkpoint_minutes": 5.0,
+        "val_minutes": 20.0,
+        "val_objects": 24,
+        "log_every": 10,
+    },
+}
+
+
+def merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "probs":
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
+    cfg = DEFAULTS
+    if path is not None:
+        cfg = merge(cfg, json.loads(Path(path).read_text()))
+    if overrides:
+        cfg = merge(cfg, overrides)
+    unknown = {s: set(cfg[s]) - set(DEFAULTS[s]) for s in DEFAULTS}
+    bad = {s: sorted(k) for s, k in unknown.items() if k}
+    if bad or set(cfg) - set(DEFAULTS):
+        raise ValueError(f"unknown config keys: {bad or sorted(set(cfg) - set(DEFAULTS))}")
+    return cfg

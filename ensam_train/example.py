@@ -1,0 +1,108 @@
+"""One training example, prepared exactly as inference prepares a case: a challenge-format
+box (2D box on the middle slice plus the z-range, with the organizers' jitter), a crop around
+it, the size cap, padding — through ensam_infer.roi, the same code the session uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ensam_infer.prompts import Box
+from ensam_infer.roi import Roi, prepare_input, size_cap
+
+
+@dataclass
+class Example:
+    image: torch.Tensor  # (1, D, H, W) network input
+    target: torch.Tensor  # (1, D, H, W) fraction of each network voxel inside the object
+    box: tuple[int, int, int, int, int, int] | None  # network coordinates
+    source_shape: tuple[int, int, int]
+
+
+def challenge_box(mask: np.ndarray, rng: np.random.Generator) -> Box:
+    """The organizers' box: the object's z-range, and the 2D box of its middle slice widened
+    by a random 0..5 voxels per side (scaled by in-plane size / 256)."""
+    zs = np.flatnonzero(mask.any(axis=(1, 2)))
+    z0, z1 = int(zs[0]), int(zs[-1])
+    z_mid = (z0 + z1) // 2
+    if not mask[z_mid].any():
+        z_mid = int(zs[len(zs) // 2])
+    ys, xs = np.nonzero(mask[z_mid])
+    scale = max(1.0, max(mask.shape[1:]) / 256)
+    jitter = (rng.integers(0, 6, size=4) * scale).astype(int)
+    h, w = mask.shape[1:]
+    return Box(
+        z0,
+        max(0, int(ys.min()) - jitter[0]),
+        max(0, int(xs.min()) - jitter[1]),
+        z1,
+        min(h - 1, int(ys.max()) + jitter[2]),
+        min(w - 1, int(xs.max()) + jitter[3]),
+    )
+
+
+def training_roi(
+    shape: tuple[int, int, int],
+    box: Box | None,
+    rng: np.random.Generator,
+    max_voxels: int,
+    margin_range: tuple[int, int] = (1, 63),
+) -> Roi:
+    """Crop around the box with a random margin per side (standing in for the other classes'
+    boxes that widen the crop at inference); the whole volume when there is no box, as
+    inference does for click-only cases."""
+    if box is None:
+        start, stop = (0, 0, 0), tuple(shape)
+    else:
+        lo_m = rng.integers(margin_range[0], margin_range[1] + 1, size=3)
+        hi_m = rng.integers(margin_range[0], margin_range[1] + 1, size=3)
+        start = tuple(int(max(0, v - m)) for v, m in zip(box.lo, lo_m, strict=True))
+        stop = tuple(int(min(n, v + m + 1)) for v, m, n in zip(box.hi, hi_m, shape, strict=True))
+    crop = tuple(b - a for a, b in zip(start, stop, strict=True))
+    return Roi(start, stop, size_cap(crop, max_voxels))
+
+
+def target_to_network(mask: np.ndarray, roi: Roi) -> torch.Tensor:
+    """The object as the fraction of each pooled cell it covers, padded like the input."""
+    m = torch.from_numpy(np.ascontiguousarray(mask[roi.slices])).float()[None, None]
+    if roi.pool != (1, 1, 1):
+        pad = [(-n) % f for n, f in zip(roi.shape, roi.pool, strict=True)]
+        m = F.pad(m, (0, pad[2], 0, pad[1], 0, pad[0]))
+        m = F.avg_pool3d(m, kernel_size=roi.pool, stride=roi.pool)
+    pad = [p - n for p, n in zip(roi.padded, roi.pooled, strict=True)]
+    return F.pad(m, (0, pad[2], 0, pad[1], 0, pad[0]))[0]
+
+
+def make_example(
+    image: np.ndarray,
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    max_voxels: int,
+    p_no_box: float = 0.1,
+    augment: bool = True,
+) -> Example:
+    if augment:
+        image, mask = random_flip_permute(image, mask, rng)
+    box = None if rng.random() < p_no_box else challenge_box(mask, rng)
+    roi = training_roi(image.shape, box, rng, max_voxels)
+    x = prepare_input(image, roi)[0]
+    target = target_to_network(mask, roi)
+    net_box = roi.box_to_network(box) if box is not None else None
+    return Example(x, target, net_box, tuple(image.shape))
+
+
+def random_flip_permute(
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random axis flips and, half of the time, a random permutation of the axes (the box is
+    simulated afterwards, so it always lies on a slice of the new first axis)."""
+    for axis in range(3):
+        if rng.random() < 0.5:
+            image, mask = np.flip(image, axis), np.flip(mask, axis)
+    if rng.random() < 0.5:
+        order = tuple(int(a) for a in rng.permutation(3))
+        image, mask = image.transpose(order), mask.transpose(order)
+    return np.ascontiguousarray(image), np.ascontiguousarray(mask)

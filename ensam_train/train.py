@@ -1,0 +1,344 @@
+"""The training loop: resumable runs with checkpoints, a metrics log, a plot, and validation
+on held-out real cases.
+
+A run folder holds config.json (frozen at the start), checkpoint.pt (everything needed for
+an exact resume: model, optimizers, step, sample index, RNG), metrics.jsonl, plot.png and
+model.pt (the latest weights alone, in the inference format).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ensam_infer.model import Ensam, build_model, save_checkpoint
+
+from .config import load_config
+from .data.sampler import VolumeSampler, pick_target
+from .example import Example, make_example
+from .interaction import run_interaction
+from .optim import build_optimizers, lr_factor
+from .splits import load_split, shared_data_root
+
+
+class ExampleStream(torch.utils.data.Dataset):
+    """Example i is a pure function of (seed, i): a resumed run continues the same stream."""
+
+    def __init__(self, cfg: dict) -> None:
+        data = cfg["data"]
+        root = shared_data_root()
+        self.sampler = VolumeSampler(
+            label_map_root=root / "label_maps",
+            real_root=root / "real",
+            real_cases=load_split(data["real_split"]) if data["real_split"] else None,
+            probs=data["probs"],
+            max_size=data["max_size"],
+            synth_size=data["synth_size"],
+        )
+        self.seed = cfg["train"]["seed"]
+        self.max_voxels = cfg["train"]["max_voxels"]
+        self.p_no_box = data["p_no_box"]
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, index: int) -> Example:
+        rng = np.random.default_rng([self.seed, index])
+        image, labels, _ = self.sampler.sample(rng)
+        mask = pick_target(labels, rng)
+        return make_example(image, mask, rng, self.max_voxels, self.p_no_box)
+
+
+class FromIndex(torch.utils.data.Sampler):
+    def __init__(self, start: int, stride: int = 1, offset: int = 0) -> None:
+        self.start, self.stride, self.offset = start, stride, offset
+
+    def __iter__(self):  # noqa: ANN204 - a generator
+        i = self.start
+        while True:
+            yield i * self.stride + self.offset
+            i += 1
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def validation_examples(cfg: dict, limit: int) -> list[tuple[str, Example]]:
+    """Fixed examples from the held-out real cases, cropped as inference crops (16 voxels
+    around the box), no augmentation."""
+    root = shared_data_root() / "real"
+    cases = [c for c in load_split("validation") if (root / "imgs" / f"{c}.npz").is_file()]
+    if not cases:
+        return []
+    rng = np.random.default_rng(12345)
+    per_case = max(1, math.ceil(limit / len(cases)))
+    out = []
+    for case in cases:
+        image = np.load(root / "imgs" / f"{case}.npz", allow_pickle=True)["imgs"]
+        gts = np.load(root / "gts" / f"{case}.npz", allow_pickle=True)["gts"]
+        ids = [i for i in np.unique(gts) if i > 0 and (gts == i).sum() >= 10]
+        for i in rng.permutation(ids)[:per_case]:
+            ex_rng = np.random.default_rng([12345, int(i)])
+            ex = make_example(
+                image, gts == i, ex_rng, cfg["train"]["max_voxels"], p_no_box=0.0, augment=False
+            )
+            out.append((case, ex))
+    return out[:limit] if len(out) > limit else out
+
+
+@torch.no_grad()
+def validate(model: Ensam, examples: list, click_steps: int, device: torch.device) -> dict:
+    model.eval()
+    first, last = [], []
+    for _, ex in examples:
+        _, dices = run_interaction(model, ex, click_steps, device)
+        first.append(dices[0])
+        last.append(dices[-1])
+    model.train()
+    return {"val_dice_box": float(np.mean(first)), "val_dice_last": float(np.mean(last))}
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank() if world > 1 else 0), world
+
+
+def _all_reduce_grads(model: torch.nn.Module, world: int) -> None:
+    """Average gradients across processes (manual DDP: the interaction loop calls encode and
+    decode separately, which DistributedDataParallel's single forward cannot express)."""
+    if world == 1:
+        return
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
+def _atomic_torch_save(obj: object, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def train(
+    run_dir: str | Path,
+    config_path: str | Path | None = None,
+    overrides: dict | None = None,
+    init_weights: str | Path | None = None,
+    max_minutes: float | None = None,
+    max_steps: int | None = None,
+) -> dict:
+    """Train (or resume) the run in `run_dir`. Returns the last logged metrics."""
+    run_dir = Path(run_dir).expanduser()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "checkpoint.pt"
+    frozen = run_dir / "config.json"
+    if frozen.is_file():
+        cfg = load_config(frozen)
+    else:
+        cfg = load_config(config_path, overrides)
+        frozen.write_text(json.dumps(cfg, indent=2))
+    tc = cfg["train"]
+    rank, world = _distributed()
+    device = (
+        torch.device(f"cuda:{rank % max(1, torch.cuda.device_count())}")
+        if (torch.cuda.is_available())
+        else torch.device("cpu")
+    )
+    torch.manual_seed(tc["seed"])
+    model = build_model(cfg["model"]["preset"], **cfg["model"]["overrides"]).to(device)
+    opts = build_optimizers(model, tc["optimizer"], tc["lr"], tc["weight_decay"])
+    state = {"step": 0, "sample": 0, "elapsed": 0.0, "best_val": None}
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        for opt, s in zip(opts, ckpt["optimizers"], strict=True):
+            opt.load_state_dict(s)
+        state = ckpt["state"]
+        torch.set_rng_state(ckpt["torch_rng"])
+        print(f"resumed {run_dir} at step {state['step']}", flush=True)
+    elif init_weights is not None:
+        from ensam_infer.model import load_checkpoint
+
+        model.load_state_dict(load_checkpoint(init_weights).state_dict())
+        print(f"initialized from {init_weights}", flush=True)
+    model.train()
+    base_lrs = [[g["lr"] for g in o.param_groups] for o in opts]
+
+    stream = ExampleStream(cfg)
+    loader = torch.utils.data.DataLoader(
+        stream,
+        batch_size=None,
+        sampler=FromIndex(state["sample"], world, rank),
+        num_workers=tc["workers"],
+        worker_init_fn=_worker_init,
+        prefetch_factor=4 if tc["workers"] > 0 else None,
+        persistent_workers=False,
+    )
+    val_examples = validation_examples(cfg, tc["val_objects"]) if rank == 0 else []
+    click_rng = np.random.default_rng([tc["seed"], 7, state["step"]])
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+
+    t_start = time.time()
+    elapsed0 = state["elapsed"]
+    last_ckpt = last_val = time.time()
+    log_sums: dict[str, list[float]] = {}
+    metrics_file = run_dir / "metrics.jsonl"
+    limit_steps = max_steps if max_steps is not None else tc["max_steps"]
+    data_iter = iter(loader)
+    last_logged: dict = {}
+
+    def save() -> None:
+        state["elapsed"] = elapsed0 + time.time() - t_start
+        ckpt = {
+            "model": model.state_dict(),
+            "optimizers": [o.state_dict() for o in opts],
+            "state": state,
+            "torch_rng": torch.get_rng_state(),
+            "config": cfg,
+        }
+        _atomic_torch_save(ckpt, ckpt_path)
+        model.config.trained = True
+        save_checkpoint(
+            model,
+            run_dir / "model.pt",
+            metadata={"steps": state["step"], "hours": state["elapsed"] / 3600, "config": cfg},
+        )
+        model.config.trained = False
+
+    while state["step"] < limit_steps:
+        if max_minutes is not None and time.time() - t_start > max_minutes * 60:
+            break
+        factor = lr_factor(state["step"], tc["warmup"], tc["milestones"], tc["gamma"])
+        for opt, lrs in zip(opts, base_lrs, strict=True):
+            for g, lr in zip(opt.param_groups, lrs, strict=True):
+                g["lr"] = lr * factor
+        for opt in opts:
+            opt.zero_grad()
+        total, dice_first, dice_last = 0.0, [], []
+        for _ in range(tc["accumulate"]):
+            example = next(data_iter)
+            state["sample"] += 1
+            steps = int(click_rng.integers(tc["click_steps"][0], tc["click_steps"][1] + 1))
+            if amp is not None:
+                with amp:
+                    loss, dices = run_interaction(model, example, steps, device)
+            else:
+                loss, dices = run_interaction(model, example, steps, device)
+            (loss / tc["accumulate"]).backward()
+            total += float(loss.detach()) / tc["accumulate"]
+            dice_first.append(dices[0])
+            dice_last.append(dices[-1])
+        _all_reduce_grads(model, world)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc["clip"]))
+        if math.isfinite(grad_norm):
+            for opt in opts:
+                opt.step()
+            model.renormalize_()
+        state["step"] += 1
+        for key, value in (
+            ("loss", total),
+            ("dice_box", float(np.mean(dice_first))),
+            ("dice_last", float(np.mean(dice_last))),
+            ("grad_norm", grad_norm),
+        ):
+            log_sums.setdefault(key, []).append(value)
+        if rank == 0 and state["step"] % tc["log_every"] == 0:
+            record = {
+                "kind": "train",
+                "step": state["step"],
+                "hours": (elapsed0 + time.time() - t_start) / 3600,
+                "lr": opts[0].param_groups[0]["lr"],
+                **{k: float(np.mean(v)) for k, v in log_sums.items()},
+            }
+            log_sums.clear()
+            with metrics_file.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            print(json.dumps(record), flush=True)
+            last_logged = record
+        if rank == 0 and val_examples and time.time() - last_val > tc["val_minutes"] * 60:
+            _log_validation(model, val_examples, device, state, elapsed0, t_start, metrics_file)
+            last_val = time.time()
+        if rank == 0 and time.time() - last_ckpt > tc["checkpoint_minutes"] * 60:
+            save()
+            write_plot(run_dir)
+            last_ckpt = time.time()
+    if rank == 0:
+        if val_examples:
+            last_logged = _log_validation(
+                model, val_examples, device, state, elapsed0, t_start, metrics_file
+            )
+        save()
+        write_plot(run_dir)
+    return last_logged
+
+
+def _log_validation(
+    model: Ensam,
+    examples: list,
+    device: torch.device,
+    state: dict,
+    elapsed0: float,
+    t_start: float,
+    metrics_file: Path,
+) -> dict:
+    result = validate(model, examples, 3, device)
+    record = {
+        "kind": "val",
+        "step": state["step"],
+        "hours": (elapsed0 + time.time() - t_start) / 3600,
+        **result,
+    }
+    with metrics_file.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    print(json.dumps(record), flush=True)
+    return record
+
+
+def write_plot(run_dir: str | Path) -> Path | None:
+    """plot.png: training loss and Dice, and validation Dice, against step and wall time."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    run_dir = Path(run_dir)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_r = [r for r in records if r["kind"] == "train"]
+    val_r = [r for r in records if r["kind"] == "val"]
+    if not train_r:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    steps = [r["step"] for r in train_r]
+    axes[0].plot(steps, [r["loss"] for r in train_r], alpha=0.4, label="loss")
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("loss (sum over steps)")
+    for key in ("dice_box", "dice_last"):
+        axes[1].plot(steps, [r[key] for r in train_r], alpha=0.4, label=f"train {key}")
+    for key in ("val_dice_box", "val_dice_last"):
+        axes[1].plot([r["step"] for r in val_r], [r[key] for r in val_r], "o-", label=key)
+    axes[1].set_xlabel("step")
+    axes[1].set_ylabel("Dice")
+    axes[1].legend()
+    for key in ("val_dice_box", "val_dice_last"):
+        axes[2].plot([r["hours"] for r in val_r], [r[key] for r in val_r], "o-", label=key)
+    axes[2].set_xlabel("wall time (hours)")
+    axes[2].set_ylabel("validation Dice")
+    axes[2].legend()
+    fig.tight_layout()
+    out = run_dir / "plot.png"
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
