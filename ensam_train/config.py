@@ -34,6 +34,9 @@ DEFAULTS: dict = {
         "val_minutes": 20.0,
         "val_objects": 24,
         "log_every": 10,
+        # bf16 autocast on the CPU: about twice as fast where the processor has AMX/AVX512-BF16
+        # (parameters, gradients and the loss stay float32).
+        "cpu_bf16": False,
     },
 }
 

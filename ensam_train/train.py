@@ -187,7 +187,11 @@ def train(
     )
     val_examples = validation_examples(cfg, tc["val_objects"]) if rank == 0 else []
     click_rng = np.random.default_rng([tc["seed"], 7, state["step"]])
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+    amp = None
+    if device.type == "cuda":
+        amp = torch.autocast("cuda", dtype=torch.bfloat16)
+    elif tc["cpu_bf16"]:
+        amp = torch.autocast("cpu", dtype=torch.bfloat16)
 
     t_start = time.time()
     elapsed0 = state["elapsed"]

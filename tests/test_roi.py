@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+import torch
+
+from ensam_infer.prompts import Box, ObjectPrompts
+from ensam_infer.roi import (
+    MAX_VOXELS,
+    Roi,
+    logits_to_roi,
+    mask_to_network_logits,
+    prepare_input,
+    roi_for_prompts,
+    scale_intensity,
+    size_cap,
+)
+
+
+def test_scale_intensity_maps_positive_voxels_to_0_1():
+    vol = np.array([0, 10, 20, 30], np.uint8).reshape(1, 1, 4)
+    out = scale_intensity(vol)[0, 0]
+    assert out[0] == 0.0
+    assert out[1] == pytest.approx(1 / 256)
+    assert out[3] == pytest.approx(1.0)
+    assert out[2] == pytest.approx(1 / 256 + 0.5 * (1 - 1 / 256))
+
+
+def test_scale_intensity_constant_and_empty():
+    assert (scale_intensity(np.full((2, 2, 2), 7, np.uint8)) == 1.0).all()
+    assert (scale_intensity(np.zeros((2, 2, 2), np.uint8)) == 0.0).all()
+
+
+def test_size_cap_pools_the_two_largest_axes_until_it_fits():
+    assert size_cap((100, 100, 100)) == (1, 1, 1)
+    pool = size_cap((300, 512, 512))
+    # (300, 512, 512) -> (300, 256, 256) -> (150, 256, 128) -> (75, 128, 128): each time the
+    # two largest axes (ties broken towards the later axis) are halved.
+    assert pool == (4, 4, 4)
+    shape = [-(-n // f) for n, f in zip((300, 512, 512), pool, strict=True)]
+    assert np.prod(shape) <= MAX_VOXELS
+    # (1000, 300, 200) -> (500, 150, 200) -> (250, 150, 100): z and y, then z and x.
+    assert size_cap((1000, 300, 200)) == (4, 2, 2)
+
+
+def test_roi_is_box_union_plus_margin_clipped():
+    objs = [
+        ObjectPrompts(box=Box(10, 20, 30, 12, 40, 50)),
+        ObjectPrompts(box=Box(5, 5, 5, 6, 6, 6)),
+    ]
+    roi = roi_for_prompts((64, 64, 64), objs, margin=16)
+    assert roi.start == (0, 0, 0)
+    assert roi.stop == (29, 57, 64)
+    assert roi.pool == (1, 1, 1)
+
+
+def test_roi_without_boxes_is_the_whole_volume():
+    obj = ObjectPrompts()
+    obj.add_click((3, 4, 5), True)
+    roi = roi_for_prompts((20, 30, 40), [obj])
+    assert roi.start == (0, 0, 0) and roi.stop == (20, 30, 40)
+
+
+def test_roi_grows_to_include_clicks_outside_the_boxes():
+    obj = ObjectPrompts(box=Box(30, 30, 30, 34, 34, 34))
+    obj.add_click((2, 60, 31), True)
+    roi = roi_for_prompts((64, 100, 64), [obj], margin=4)
+    assert roi.start == (0, 26, 26) and roi.stop == (39, 65, 39)
+
+
+def test_prepare_input_crops_pools_and_pads():
+    vol = np.zeros((4, 6, 10), np.uint8)
+    vol[1, 2, 3] = 200
+    vol[0, 0, 0] = 100
+    roi = Roi((0, 0, 0), (4, 6, 10), (1, 2, 2))
+    x = prepare_input(vol, roi)
+    assert x.shape == (1, 1, 8, 8, 8)  # pooled (4, 3, 5) padded to multiples of 8
+    assert x[0, 0, 1, 1, 1] == pytest.approx(1.0)  # voxel (1, 2, 3) falls in cell (1, 1, 1)
+    assert x[0, 0, 0, 0, 0] == pytest.approx(1 / 256)
+    assert float(x[0, 0, 4:].abs().sum()) == 0.0  # padding is zero
+
+
+def test_points_and_boxes_map_to_the_pooled_cell_that_contains_them():
+    roi = Roi((2, 4, 4), (20, 40, 40), (1, 2, 4))
+    assert roi.point_to_network((2, 4, 4)) == (0, 0, 0)
+    assert roi.point_to_network((7, 9, 11)) == (5, 2, 1)
+    assert roi.box_to_network(Box(2, 4, 4, 19, 39, 39)) == (0, 0, 0, 17, 17, 8)
+    # Outside the crop, points are clamped to the nearest cell.
+    assert roi.point_to_network((0, 100, 0)) == (0, 17, 0)
+
+
+def test_logits_go_back_to_the_crop_exactly_when_not_pooled():
+    roi = Roi((1, 2, 3), (9, 12, 11), (1, 1, 1))
+    logits = torch.randn(2, 1, *roi.padded)
+    back = logits_to_roi(logits, roi)
+    assert back.shape == (2, 8, 10, 8)
+    torch.testing.assert_close(back, logits[:, 0, :8, :10, :8])
+
+
+def test_pooled_mask_survives_the_round_trip():
+    """A mask made of whole pooling cells → network logits → crop again gives the mask."""
+    roi = Roi((0, 0, 0), (8, 16, 16), (1, 2, 2))
+    mask = np.zeros((8, 16, 16), bool)
+    mask[2:6, 4:12, 6:14] = True
+    net = mask_to_network_logits(mask, roi)
+    assert net.shape == (1, 1, *roi.padded)
+    back = logits_to_roi(net, roi)[0].numpy() > 0
+    # trilinear up-sampling blurs cell borders by half a cell; the interior must agree
+    assert back[3:5, 5:11, 7:13].all()
+    assert not back[:, :, :4].any() and not back[7:].any()
+    assert (back == mask).mean() > 0.9

@@ -1,0 +1,41 @@
+import numpy as np
+
+from ensam_infer.challenge import read_case
+from ensam_infer.samples import SAMPLES, challenge_box, write_samples
+
+
+def test_samples_are_valid_challenge_cases_with_labels(tmp_path):
+    paths = write_samples(tmp_path)
+    assert len(paths) == len(SAMPLES)
+    for path in paths:
+        case = read_case(path)
+        gts = np.load(tmp_path / "gts" / path.name)["gts"]
+        assert gts.shape == case.image.shape
+        assert set(np.unique(gts)) == set(range(case.num_classes + 1))
+        assert not case.warnings
+        for k, obj in enumerate(case.objects, start=1):
+            if case.has_boxes:
+                # the box's z-range and mid-slice extent hold the object there
+                lo, hi = obj.box.lo, obj.box.hi
+                zs = np.flatnonzero((gts == k).any(axis=(1, 2)))
+                assert (lo[0], hi[0]) == (zs.min(), zs.max())
+            else:
+                assert obj.positive == [True]
+                assert gts[obj.points[0]] == k
+
+
+def test_samples_are_deterministic(tmp_path):
+    a = write_samples(tmp_path / "a", seed=3)
+    b = write_samples(tmp_path / "b", seed=3)
+    for pa, pb in zip(a, b, strict=True):
+        assert (np.load(pa)["imgs"] == np.load(pb)["imgs"]).all()
+
+
+def test_challenge_box_is_the_mid_slice_box():
+    mask = np.zeros((10, 20, 20), bool)
+    mask[2:9, 4:8, 5:15] = True
+    mask[5, 3, 3] = True  # the middle slice (z=5) reaches further
+    box = challenge_box(mask)
+    assert (box["z_min"], box["z_max"], box["z_mid"]) == (2, 8, 5)
+    assert (box["z_mid_y_min"], box["z_mid_x_min"]) == (3, 3)
+    assert (box["z_mid_y_max"], box["z_mid_x_max"]) == (7, 14)

@@ -1,0 +1,157 @@
+import numpy as np
+import pytest
+import torch
+
+from ensam_infer.prompts import PromptError
+from ensam_infer.session import EnsamSession, to_uint8
+
+
+def _volume():
+    rng = np.random.default_rng(0)
+    vol = rng.integers(0, 60, (24, 40, 40)).astype(np.uint8)
+    vol[8:16, 10:20, 10:20] = 200
+    return vol
+
+
+@pytest.fixture
+def session(tiny_model):
+    s = EnsamSession(tiny_model, device="cpu")
+    s.set_image(_volume(), spacing=(2.0, 1.0, 1.0))
+    return s
+
+
+def _count_calls(monkeypatch, session, name):
+    calls = {"n": 0}
+    original = getattr(session.model, name)
+
+    def spy(*args, **kwargs):
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(session.model, name, spy)
+    return calls
+
+
+def test_predict_returns_a_label_map_of_the_image_shape(session):
+    session.add_box((8, 10, 10, 15, 19, 19), object_id=1)
+    session.add_box((0, 25, 25, 5, 35, 35), object_id=3)
+    labels = session.predict()
+    assert labels.shape == (24, 40, 40) and labels.dtype == np.uint8
+    assert set(np.unique(labels)) <= {0, 1, 3}
+    # ensure-present: every prompted object appears, even from untrained weights
+    assert (labels == 1).any() and (labels == 3).any()
+    # nothing is predicted outside the crop (union of boxes + 16 voxel margin)
+    assert not labels[22:, :, :].any()
+
+
+def test_encoder_runs_once_for_a_sequence_of_clicks(session, monkeypatch):
+    encode = _count_calls(monkeypatch, session, "encode")
+    decode = _count_calls(monkeypatch, session, "decode")
+    session.add_box((8, 10, 10, 15, 19, 19))
+    session.predict()
+    for point in [(10, 12, 12), (14, 18, 18), (9, 11, 17)]:
+        session.add_click(point, positive=True)
+        session.predict()
+    assert encode["n"] == 1
+    assert decode["n"] == 4
+
+
+def test_unchanged_objects_are_not_decoded_again(session, monkeypatch):
+    session.add_box((8, 10, 10, 15, 19, 19), object_id=1)
+    session.add_box((2, 2, 2, 6, 6, 6), object_id=2)
+    first = session.predict()
+    decode = _count_calls(monkeypatch, session, "decode")
+    session.add_click((12, 15, 15), positive=False, object_id=2)
+    second = session.predict()
+    assert decode["n"] == 1
+    assert ((first == 1) == (second == 1)).mean() > 0.99
+
+
+def test_click_outside_the_crop_recomputes_features_and_keeps_objects(session, monkeypatch):
+    session.add_box((2, 2, 2, 5, 5, 5))
+    session.predict()
+    encode = _count_calls(monkeypatch, session, "encode")
+    session.add_click((23, 39, 39), positive=True)
+    labels = session.predict()
+    assert encode["n"] == 1
+    assert labels.shape == (24, 40, 40)
+
+
+def test_reset_forgets_prompts_but_keeps_features(session, monkeypatch):
+    session.add_box((8, 10, 10, 15, 19, 19))
+    session.predict()
+    encode = _count_calls(monkeypatch, session, "encode")
+    session.reset()
+    assert not session.predict().any()
+    session.add_box((8, 10, 10, 15, 19, 19))
+    session.predict()
+    assert encode["n"] == 0
+
+
+def test_remove_object(session):
+    session.add_box((8, 10, 10, 15, 19, 19), object_id=1)
+    session.add_box((2, 2, 2, 6, 6, 6), object_id=2)
+    session.remove_object(2)
+    assert 2 not in np.unique(session.predict())
+
+
+def test_bad_prompts_are_refused_with_a_clear_error(session):
+    with pytest.raises(PromptError, match="outside"):
+        session.add_click((24, 0, 0))
+    with pytest.raises(PromptError, match="outside"):
+        session.add_box((30, 50, 50, 40, 60, 60))
+    with pytest.raises(PromptError, match="inverted"):
+        session.add_box((10, 10, 10, 5, 5, 5))
+    with pytest.raises(PromptError, match="6 numbers"):
+        session.add_box((1, 2, 3))
+    with pytest.raises(PromptError, match="object id"):
+        session.add_click((1, 1, 1), object_id=256)
+
+
+def test_prompts_before_an_image_are_refused(tiny_model):
+    s = EnsamSession(tiny_model, device="cpu")
+    with pytest.raises(RuntimeError, match="set_image"):
+        s.add_click((0, 0, 0))
+    with pytest.raises(ValueError, match="3D"):
+        s.set_image(np.zeros((4, 4)))
+
+
+def test_box_partly_outside_is_clipped(session):
+    session.add_box((-5, 30, 30, 5, 60, 60))
+    assert session.objects[1].box.hi == (5, 39, 39)
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no ENSAM weights"):
+        EnsamSession(tmp_path / "absent.pt", device="cpu")
+
+
+def test_session_loads_a_checkpoint_file(tiny_weights):
+    s = EnsamSession(tiny_weights, device="cpu")
+    s.set_image(_volume())
+    s.add_box((8, 10, 10, 15, 19, 19))
+    assert s.predict().shape == (24, 40, 40)
+
+
+def test_to_uint8_windows_real_valued_volumes():
+    vol = np.linspace(-1000, 1000, 1000, dtype=np.float32).reshape(10, 10, 10)
+    out = to_uint8(vol, window=(-100.0, 100.0))
+    assert out.dtype == np.uint8
+    assert out.min() == 0 and out.max() == 255
+    assert out[vol <= -100].max() == 0 and out[vol >= 100].min() == 255
+    nan = vol.copy()
+    nan[0, 0, 0] = np.nan
+    assert to_uint8(nan).dtype == np.uint8
+    assert to_uint8(np.full((2, 2, 2), 5, np.uint8))[0, 0, 0] == 5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")
+def test_cuda_and_cpu_agree(tiny_model):
+    vol = _volume()
+    out = {}
+    for device in ("cpu", "cuda"):
+        s = EnsamSession(tiny_model, device=device)
+        s.set_image(vol)
+        s.add_box((8, 10, 10, 15, 19, 19))
+        out[device] = s.predict()
+    assert (out["cpu"] == out["cuda"]).mean() > 0.99
