@@ -101,7 +101,14 @@ class CaseCache:
         with os.fdopen(fd, "w") as f:
             json.dump(meta, f)
         os.replace(tmp, self.dir / "meta.json")
+        self._remove_leftovers()
         self._prune()
+
+    def _remove_leftovers(self) -> None:
+        """Temporary files of a save killed midway (SIGKILL runs no clean-up): only
+        this process writes this folder now, so every *.tmp in it is dead weight."""
+        for p in self.dir.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
 
     def _prune(self) -> None:
         """Drop the caches of older cases so the shared outputs folder does not fill up."""

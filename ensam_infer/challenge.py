@@ -8,8 +8,10 @@ whatever cannot be used raises CaseError with a one-line reason.
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +49,8 @@ class ChallengeCase:
 
 
 def _as_list(value: object) -> list:
-    """Object arrays, 0-d arrays and lists all become a plain list."""
+    """Object arrays, 0-d arrays and lists all become a plain list; a lone dict, string or
+    number becomes a list of one (it is then judged like any other entry, not a crash)."""
     if isinstance(value, np.ndarray):
         if value.ndim == 0:
             value = value.item()
@@ -55,7 +58,7 @@ def _as_list(value: object) -> list:
             return list(value)
     if value is None:
         return []
-    if isinstance(value, dict):
+    if isinstance(value, (dict, str, bytes)) or not hasattr(value, "__iter__"):
         return [value]
     return list(value)
 
@@ -78,6 +81,7 @@ def _read_image(data: np.lib.npyio.NpzFile, warnings: list[str]) -> tuple[np.nda
     if img.ndim != 3:
         raise CaseError(f"'imgs' must be 3-D (z, y, x), got shape {original}")
     if img.dtype == np.bool_:
+        warnings.append("'imgs' is boolean: mapped to 0/255")
         img = img.astype(np.uint8) * 255
     elif img.dtype != np.uint8:
         if not np.issubdtype(img.dtype, np.number):
@@ -98,7 +102,7 @@ def _read_spacing(data: np.lib.npyio.NpzFile, warnings: list[str]) -> tuple[floa
         return (1.0, 1.0, 1.0)
 
 
-def _parse_box(entry: object, shape: tuple[int, int, int]) -> Box:
+def _parse_box(entry: object, shape: tuple[int, int, int], warnings: list[str]) -> Box:
     if not isinstance(entry, dict):
         raise ValueError(f"not a dict: {type(entry).__name__}")
     missing = [k for k in BOX_KEYS if k not in entry]
@@ -107,6 +111,8 @@ def _parse_box(entry: object, shape: tuple[int, int, int]) -> Box:
     v = {k: int(round(float(entry[k]))) for k in BOX_KEYS}
     lo = [v["z_min"], v["z_mid_y_min"], v["z_mid_x_min"]]
     hi = [v["z_max"], v["z_mid_y_max"], v["z_mid_x_max"]]
+    if any(a > b for a, b in zip(lo, hi, strict=True)):
+        warnings.append(f"inverted box {tuple(lo)}..{tuple(hi)}: corners swapped")
     # An inverted box is most likely two swapped corners: keep the region they span.
     lo, hi = (
         [min(a, b) for a, b in zip(lo, hi, strict=True)],
@@ -163,7 +169,7 @@ def _read_clicks(
             continue
         try:
             fg, bg = _parse_points(entry.get("fg")), _parse_points(entry.get("bg"))
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             warnings.append(f"class {k + 1}: unreadable clicks ({exc}); ignored")
             result.append(([], [], False))
             continue
@@ -182,9 +188,11 @@ def _count_classes(data: np.lib.npyio.NpzFile) -> tuple[int, list | None]:
     boxes = _as_list(data["boxes"]) if "boxes" in data.files else None
     if boxes:
         return len(boxes), boxes
+    # An empty 'boxes' array says as little as a missing one: the clicks decide K.
     if "clicks" in data.files:
         return len(_as_list(data["clicks"])), None
-    raise CaseError("neither 'boxes' nor 'clicks': nothing says what to segment")
+    what = "'boxes' is empty" if boxes is not None else "no 'boxes'"
+    raise CaseError(f"{what} and no 'clicks': nothing says what to segment")
 
 
 def read_case(path: str | Path) -> ChallengeCase:
@@ -193,12 +201,34 @@ def read_case(path: str | Path) -> ChallengeCase:
     name = path.name[: -len(".npz")] if path.name.endswith(".npz") else path.stem
     warnings: list[str] = []
     try:
+        _check_zip(path)
         with np.load(path, allow_pickle=True) as data:
             return _read_case(data, name, warnings)
     except CaseError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+    # Truncated or corrupt archives fail in zipfile, zlib (deflate stream), numpy's header
+    # parser or pickle (object arrays), depending on where the damage is.
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        pickle.UnpicklingError,
+        EOFError,
+        OSError,
+        ValueError,
+        KeyError,
+    ) as exc:
         raise CaseError(f"unreadable npz ({type(exc).__name__}: {exc})") from exc
+
+
+def _check_zip(path: Path) -> None:
+    """np.load, whatever the file is called, reads a .npy or (with allow_pickle) unpickles
+    any other content: accept only zip archives, as an npz is."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise CaseError("empty file")
+    if head not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise CaseError(f"not an npz (zip) archive: starts with {head!r}")
 
 
 def _read_case(data: np.lib.npyio.NpzFile, name: str, warnings: list[str]) -> ChallengeCase:
@@ -212,26 +242,19 @@ def _read_case(data: np.lib.npyio.NpzFile, name: str, warnings: list[str]) -> Ch
         raise CaseError(f"{num_classes} classes do not fit the uint8 output (max {MAX_LABEL})")
     objects = [ObjectPrompts() for _ in range(num_classes)]
     for k, entry in enumerate(boxes or []):
+        repairs: list[str] = []
         try:
-            objects[k].box = _parse_box(entry, shape)
-        except (ValueError, TypeError) as exc:
+            objects[k].box = _parse_box(entry, shape, repairs)
+        except (ValueError, TypeError, OverflowError) as exc:
             warnings.append(f"class {k + 1}: box unusable ({exc}); ignored")
+        warnings.extend(f"class {k + 1}: {w}" for w in repairs)
     clicks = _read_clicks(data, num_classes, shape, warnings)
     new_click = []
     for obj, (points, positive, new) in zip(objects, clicks, strict=True):
         for p, s in zip(points, positive, strict=True):
             obj.add_click(p, s)
         new_click.append(new)
-    prev = None
-    if "prev_pred" in data.files:
-        prev = np.asarray(data["prev_pred"])
-        if prev.size == image.size and prev.shape != shape:
-            prev = prev.reshape(shape)
-        if prev.shape != shape:
-            warnings.append(f"prev_pred shape {prev.shape} != image {shape}; ignored")
-            prev = None
-        else:
-            prev = prev.astype(np.uint8, copy=False)
+    prev = _read_prev_pred(data, shape, warnings) if "prev_pred" in data.files else None
     for k, obj in enumerate(objects):
         if obj.empty:
             warnings.append(f"class {k + 1} has no usable prompt; it stays empty")
@@ -248,16 +271,53 @@ def _read_case(data: np.lib.npyio.NpzFile, name: str, warnings: list[str]) -> Ch
     )
 
 
+def _read_prev_pred(
+    data: np.lib.npyio.NpzFile, shape: tuple, warnings: list[str]
+) -> np.ndarray | None:
+    """The previous labels in the image's shape, or None (with a warning) if unusable: the
+    step then runs from its prompts alone, which beats failing the case."""
+    prev = np.asarray(data["prev_pred"])
+    if not (np.issubdtype(prev.dtype, np.number) or prev.dtype == np.bool_):
+        warnings.append(f"prev_pred has dtype {prev.dtype}; ignored")
+        return None
+    if prev.size == int(np.prod(shape)) and prev.shape != shape:
+        prev = prev.reshape(shape)  # e.g. the 4-D shape of an image we squeezed
+    if prev.shape != shape:
+        warnings.append(f"prev_pred shape {prev.shape} != image {shape}; ignored")
+        return None
+    return prev.astype(np.uint8, copy=False)
+
+
 def write_segs(path: str | Path, segs: np.ndarray) -> None:
     """Write {'segs': uint8} atomically: a temporary file in the same folder, then a rename,
     so readers only ever see the old file or the complete new one."""
     path = Path(path)
+    try:
+        _write_atomic(path, np.ascontiguousarray(segs, dtype=np.uint8))
+    except OSError as exc:  # the raw error would name a random temporary file
+        raise OSError(f"cannot write {path} ({exc.strerror or exc})") from exc
+    _remove_leftovers(path)
+
+
+def _write_atomic(path: Path, segs: np.ndarray) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, segs=np.ascontiguousarray(segs, dtype=np.uint8))
+            np.savez_compressed(f, segs=segs)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Delete temporary files of this output left by a process killed mid-write (no
+    `except` runs on SIGKILL); the outputs folder persists across all runs."""
+    prefix = f".{path.name}."
+    try:
+        for p in path.parent.iterdir():
+            if p.name.startswith(prefix) and p.name.endswith(".tmp"):
+                p.unlink(missing_ok=True)
+    except OSError:
+        pass  # leftovers cost disk space, never results

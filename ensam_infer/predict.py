@@ -49,13 +49,14 @@ def segment_case(
     fresh = {k for k in ids if case.new_click[k - 1]}
     if cached is not None:
         missing = set(ids) - set(cached.logits)
-        if case.prev_pred is not None:
+        if case.prev_pred is not None and case.prev_pred.any():
             for k in missing:
                 cached.logits[k] = mask_to_network_logits(case.prev_pred == k, roi)
         session.restore(cached, stale=fresh | missing if case.prev_pred is not None else None)
-    elif case.prev_pred is not None:
+    elif case.prev_pred is not None and case.prev_pred.any():
         # Lost or invalid cache at a click step: rebuild the dense prompt from the previous
-        # mask so the clicks still refine the earlier answer.
+        # mask so the clicks still refine the earlier answer. An all-empty previous mask is
+        # how click-only cases start; the model then gets no dense prompt, as in training.
         session.set_previous_labels(case.prev_pred)
     labels = session.predict()
     return labels, session.state, image_hash
@@ -66,10 +67,15 @@ def predict_folder(
     output_dir: str | Path,
     session: EnsamSession,
     use_cache: bool = True,
-    log: object = sys.stderr,
+    log: object | None = None,
 ) -> list[CaseResult]:
     input_dir, output_dir = Path(input_dir), Path(output_dir)
+    log = sys.stderr if log is None else log  # looked up now: callers may redirect stderr
     files = sorted(p for p in input_dir.glob("*.npz") if p.is_file())
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # every case will then say it cannot write; say why once
+        print(f"error: output folder {output_dir}: {exc}", file=log)
     results = []
     for path in files:
         results.append(predict_file(path, output_dir, session, use_cache, log))
@@ -81,9 +87,10 @@ def predict_file(
     output_dir: Path,
     session: EnsamSession,
     use_cache: bool = True,
-    log: object = sys.stderr,
+    log: object | None = None,
 ) -> CaseResult:
     name = path.name[: -len(".npz")]
+    log = sys.stderr if log is None else log
     t0 = time.perf_counter()
     try:
         case = read_case(path)
@@ -94,7 +101,7 @@ def predict_file(
         if cache is not None and state is not None and state.features is not None:
             try:
                 cache.save(image_hash, state, array_hash(labels))
-            except OSError as exc:  # a cache that cannot be written costs time, not results
+            except Exception as exc:  # a cache that cannot be written costs time, not results
                 print(f"{name}: warning: cache not written ({exc})", file=log)
         seconds = time.perf_counter() - t0
         present = len(np.unique(segs)) - (1 if (segs == 0).any() else 0)
@@ -112,8 +119,18 @@ def predict_file(
             file=log,
         )
         return CaseResult(name, True, seconds)
-    except (CaseError, PromptError, OSError, ValueError, MemoryError) as exc:
+    except Exception as exc:
+        # Anything else (a TypeError from a malformed file, CUDA out of memory, a bug) must
+        # still cost only this case: the next ones get their outputs.
         seconds = time.perf_counter() - t0
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        message = _one_line(exc)
         print(f"{name}: ERROR: {message}", file=log)
         return CaseResult(name, False, seconds, message)
+
+
+def _one_line(exc: Exception) -> str:
+    """The error as one log line; unexpected kinds keep their type name as a clue."""
+    text = str(exc).splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, (CaseError, PromptError, OSError, MemoryError)):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,273 @@
+"""The between-steps cache in the outputs folder: used when it is valid (the encoder does not
+run again), ignored when anything about it is off (another image, another model, a
+truncated file, a prev_pred it did not produce), and never able to fail a case.
+
+The model here is the tiny preset with a zero logit bias, so its (meaningless) masks cover
+a good part of the image and label comparisons are not trivially all background."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ensam_infer import predict as predict_mod
+from ensam_infer.cache import CACHE_DIRNAME, CaseCache, array_hash
+from ensam_infer.model import build_model
+from ensam_infer.predict import predict_file
+from ensam_infer.prompts import Box, ObjectPrompts
+from ensam_infer.roi import roi_for_prompts
+from ensam_infer.session import EnsamSession
+
+SHAPE = (16, 32, 32)
+BOXES = [Box(4, 8, 8, 11, 23, 23), Box(2, 2, 2, 6, 12, 12)]
+CLICKS = [((7, 15, 15), True), ((4, 5, 5), False)]  # one per class, inside the boxes
+
+
+def image(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 60, SHAPE).astype(np.uint8)
+    img[4:12, 8:24, 8:24] += 150
+    return img
+
+
+def box_dicts() -> np.ndarray:
+    out = np.empty(len(BOXES), dtype=object)
+    for i, b in enumerate(BOXES):
+        out[i] = {
+            "z_min": b.z0, "z_max": b.z1, "z_mid": (b.z0 + b.z1) // 2,
+            "z_mid_y_min": b.y0, "z_mid_x_min": b.x0, "z_mid_y_max": b.y1, "z_mid_x_max": b.x1,
+        }  # fmt: skip
+    return out
+
+
+def click_arrays() -> tuple[np.ndarray, np.ndarray]:
+    clicks = np.empty(len(CLICKS), dtype=object)
+    for i, (p, positive) in enumerate(CLICKS):
+        clicks[i] = {"fg": [list(p)] if positive else [], "bg": [] if positive else [list(p)]}
+    order = np.array([["fg" if positive else "bg"] for _, positive in CLICKS])
+    return clicks, order
+
+
+class Spy:
+    """Counts encoder and decoder runs of a session's model."""
+
+    def __init__(self, session: EnsamSession, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.encode = self.decode = 0
+        model = session.model
+        real_encode, real_decode = model.encode, model.decode
+
+        def encode(*args, **kwargs):
+            self.encode += 1
+            return real_encode(*args, **kwargs)
+
+        def decode(*args, **kwargs):
+            self.decode += 1
+            return real_decode(*args, **kwargs)
+
+        monkeypatch.setattr(model, "encode", encode)
+        monkeypatch.setattr(model, "decode", decode)
+
+
+@pytest.fixture(scope="module")
+def session() -> EnsamSession:
+    torch.manual_seed(0)
+    return EnsamSession(build_model("ensam_tiny", logit_bias=0.0).eval(), device="cpu")
+
+
+class Steps:
+    """One case run step by step the way the evaluator does: one input file, rewritten with
+    the clicks and the previous output, and one outputs folder that persists."""
+
+    def __init__(self, root: Path, session: EnsamSession) -> None:
+        self.inp, self.out = root / "inputs", root / "outputs"
+        self.inp.mkdir()
+        self.out.mkdir()
+        self.session = session
+        self.file = self.inp / "case.npz"
+        self.log = io.StringIO()
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.out / CACHE_DIRNAME / "case"
+
+    def run(self, use_cache: bool = True) -> np.ndarray:
+        result = predict_file(self.file, self.out, self.session, use_cache, self.log)
+        assert result.ok, result.message
+        with np.load(self.out / "case.npz") as data:
+            return data["segs"]
+
+    def box_step(self, img: np.ndarray | None = None) -> np.ndarray:
+        np.savez_compressed(self.file, imgs=image() if img is None else img, boxes=box_dicts())
+        return self.run()
+
+    def write_click_step(self, prev: np.ndarray, img: np.ndarray | None = None) -> None:
+        clicks, order = click_arrays()
+        np.savez_compressed(
+            self.file,
+            imgs=image() if img is None else img,
+            boxes=box_dicts(),
+            clicks=clicks,
+            clicks_order=order,
+            prev_pred=prev,
+        )
+
+
+def test_valid_cache_skips_the_encoder(tmp_path: Path, session: EnsamSession, monkeypatch):
+    steps = Steps(tmp_path, session)
+    spy = Spy(session, monkeypatch)
+    prev = steps.box_step()
+    assert spy.encode == 1 and (steps.cache_dir / "meta.json").is_file()
+    steps.write_click_step(prev)
+    spy.encode = spy.decode = 0
+    steps.run()
+    assert spy.encode == 0 and spy.decode >= 1
+
+
+def test_cached_step_equals_the_in_process_session(tmp_path: Path, session: EnsamSession):
+    # Reference: one session that never restarts, so it holds its real logits in memory.
+    ref = EnsamSession(session.model, device="cpu")
+    ref.set_image(image())
+    for k, b in enumerate(BOXES, start=1):
+        ref.add_box(b, k)
+    ref_box = ref.predict()
+    for k, (p, positive) in enumerate(CLICKS, start=1):
+        ref.add_click(p, positive, k)
+    ref_click = ref.predict()
+    ref_logits = {k: v.clone() for k, v in ref.state.logits.items()}
+
+    steps = Steps(tmp_path, session)
+    prev = steps.box_step()
+    assert np.array_equal(prev, ref_box)
+    steps.write_click_step(prev)
+    cached = steps.run()
+    assert 0.2 < (ref_click > 0).mean() < 0.8  # a real comparison, not all background
+    assert (cached == ref_click).mean() >= 0.99
+    for k, logits in ref_logits.items():  # only the fp16 rounding of the cache differs
+        assert torch.allclose(session.state.logits[k], logits, atol=0.1)
+
+
+def test_cache_of_another_image_is_not_used(tmp_path: Path, session: EnsamSession, monkeypatch):
+    steps = Steps(tmp_path, session)
+    prev = steps.box_step()
+    steps.write_click_step(prev, img=image(seed=1))  # same case name, other content
+    spy = Spy(session, monkeypatch)
+    steps.run()
+    assert spy.encode == 1
+
+
+def test_truncated_state_is_recomputed(tmp_path: Path, session: EnsamSession, monkeypatch):
+    steps = Steps(tmp_path, session)
+    prev = steps.box_step()
+    state = steps.cache_dir / "state.pt"
+    data = state.read_bytes()
+    state.write_bytes(data[: len(data) // 2])
+    steps.write_click_step(prev)
+    spy = Spy(session, monkeypatch)
+    steps.run()
+    assert spy.encode == 1
+    assert len(state.read_bytes()) > len(data) // 2  # rewritten whole by this step
+
+
+def test_meta_of_another_model_is_not_used(tmp_path: Path, session: EnsamSession, monkeypatch):
+    steps = Steps(tmp_path, session)
+    prev = steps.box_step()
+    meta_path = steps.cache_dir / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["model"] = "0123456789abcdef"
+    meta_path.write_text(json.dumps(meta))
+    steps.write_click_step(prev)
+    spy = Spy(session, monkeypatch)
+    steps.run()
+    assert spy.encode == 1
+
+
+def test_another_models_session_does_not_use_the_cache(tmp_path: Path, session, monkeypatch):
+    steps = Steps(tmp_path, session)
+    prev = steps.box_step()
+    torch.manual_seed(1)
+    steps.session = EnsamSession(build_model("ensam_tiny", logit_bias=0.0).eval(), "cpu")
+    assert steps.session.model_id != session.model_id
+    steps.write_click_step(prev)
+    spy = Spy(steps.session, monkeypatch)
+    steps.run()
+    assert spy.encode == 1
+
+
+def test_meta_and_state_of_different_saves(tmp_path: Path, session, monkeypatch):
+    steps = Steps(tmp_path, session)
+    prev = steps.box_step()
+    old_meta = (steps.cache_dir / "meta.json").read_text()
+    steps.write_click_step(prev)
+    prev = steps.run()  # saves a new state.pt with a new token
+    (steps.cache_dir / "meta.json").write_text(old_meta)
+    steps.write_click_step(prev)
+    spy = Spy(session, monkeypatch)
+    steps.run()
+    assert spy.encode == 1
+
+
+def test_prev_pred_it_did_not_produce(tmp_path: Path, session: EnsamSession, monkeypatch):
+    """Features are still those of this image; the logits belong to another answer, so the
+    dense prompt is rebuilt from the prev_pred the evaluator handed back."""
+    steps = Steps(tmp_path, session)
+    prev = steps.box_step()
+    other = prev.copy()
+    other[0, 0, 0] = 2 if other[0, 0, 0] != 2 else 0
+    cache = CaseCache(steps.out, "case", session.model_id)
+    roi = roi_for_prompts(SHAPE, [ObjectPrompts(box=b) for b in BOXES])
+    state = cache.load(array_hash(image()), roi, array_hash(other))
+    assert state is not None and state.features is not None and state.logits == {}
+    assert sorted(cache.load(array_hash(image()), roi, array_hash(prev)).logits) == [1, 2]
+
+    steps.write_click_step(other)
+    spy = Spy(session, monkeypatch)
+    rebuilt = []
+    real = predict_mod.mask_to_network_logits
+    monkeypatch.setattr(
+        predict_mod, "mask_to_network_logits", lambda m, r: rebuilt.append(1) or real(m, r)
+    )
+    steps.run()
+    assert spy.encode == 0 and len(rebuilt) == len(BOXES)
+
+
+def test_unwritable_cache_costs_only_time(tmp_path: Path, session: EnsamSession):
+    steps = Steps(tmp_path, session)
+    (steps.out / CACHE_DIRNAME).write_text("a file where the cache folder goes")
+    segs = steps.box_step()
+    assert segs.shape == SHAPE
+    assert "case: warning: cache not written" in steps.log.getvalue()
+
+
+@pytest.mark.parametrize("content", [b"", b"{not json", b"[1, 2]", b'{"version": 1}'])
+def test_unreadable_meta_means_no_cache(
+    tmp_path: Path, session: EnsamSession, content, monkeypatch
+):
+    steps = Steps(tmp_path, session)
+    prev = steps.box_step()
+    (steps.cache_dir / "meta.json").write_bytes(content)
+    steps.write_click_step(prev)
+    spy = Spy(session, monkeypatch)
+    steps.run()
+    assert spy.encode == 1
+
+
+def test_dead_temporary_files_are_swept(tmp_path: Path, session: EnsamSession):
+    steps = Steps(tmp_path, session)
+    steps.cache_dir.mkdir(parents=True)
+    for name in (".state.pt.dead.tmp", ".meta.dead.tmp"):
+        (steps.cache_dir / name).write_bytes(b"half a file")
+    steps.box_step()
+    assert sorted(p.name for p in steps.cache_dir.iterdir()) == ["meta.json", "state.pt"]
+
+
+def test_only_the_newest_cases_are_kept(tmp_path: Path, session: EnsamSession):
+    steps = Steps(tmp_path, session)
+    for name in ("a", "b", "c"):
+        np.savez_compressed(steps.inp / f"{name}.npz", imgs=image(), boxes=box_dicts())
+        assert predict_file(steps.inp / f"{name}.npz", steps.out, session, True, steps.log).ok
+    assert len(list((steps.out / CACHE_DIRNAME).iterdir())) == 2
