@@ -78,8 +78,8 @@ def write_report(results: dict, out_md: Path, steps: int, config: Path) -> None:
         "",
         f"Config `{config.name}` (tiny model, small crops, CPU), {steps} steps per run, same seed",
         "and the same data stream. Validation: held-out real cases (ensam_train/splits.json),",
-        "box step and after 3 clicks, Dice at network resolution. Training columns: mean of the last 5",
-        "logged values. Reproduce: `python -m ensam_train.ablation --steps N`.",
+        "box step and after 3 clicks, Dice at network resolution. Training columns: mean of",
+        "the last 5 logged values. Reproduce: `python -m ensam_train.ablation --steps N`.",
         "",
         "| variant | val Dice (box) | val Dice (3 clicks) | train loss | train Dice (last click) "
         "| time (s) |",
