@@ -20,6 +20,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if not inp.is_dir():
         print(f"error: input folder {inp} does not exist", file=sys.stderr)
         return 2
+    if out.exists() and not out.is_dir():
+        print(f"error: output {out} is not a folder", file=sys.stderr)
+        return 2
     try:
         out.mkdir(parents=True, exist_ok=True)
         session = EnsamSession(args.weights, device=args.device)

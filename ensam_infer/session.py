@@ -19,7 +19,14 @@ from .device import autocast, configure_threads, resolve_device
 from .merge import LabelMerger
 from .model import ClassPrompt, Ensam, load_checkpoint
 from .prompts import Box, ObjectPrompts, PromptError, check_point
-from .roi import Roi, logits_to_roi, mask_to_network_logits, prepare_input, roi_for_prompts
+from .roi import (
+    MAX_VOXELS,
+    Roi,
+    logits_to_roi,
+    mask_to_network_logits,
+    prepare_input,
+    roi_for_prompts,
+)
 
 MAX_LABEL = 255
 
@@ -49,15 +56,17 @@ def to_uint8(volume: np.ndarray, window: tuple[float, float] | None = None) -> n
         return volume
     vol = np.asarray(volume, dtype=np.float32)
     finite = np.isfinite(vol)
-    if not finite.all():
-        vol = np.where(finite, vol, 0.0)
+    all_finite = bool(finite.all())
     if window is None:
-        sample = vol[finite] if not finite.all() else vol.ravel()
+        sample = vol.ravel() if all_finite else vol[finite]
         if sample.size == 0:
             return np.zeros(vol.shape, np.uint8)
         lo, hi = np.percentile(sample[:: max(1, sample.size // 1_000_000)], [0.5, 99.5])
     else:
         lo, hi = window
+    if not all_finite:
+        # +inf is "brighter than anything", -inf and NaN carry no intensity: window ends.
+        vol = np.nan_to_num(vol, nan=lo, posinf=hi, neginf=lo)
     if hi <= lo:
         return np.where(vol > lo, 255, 0).astype(np.uint8)
     scaled = (np.clip(vol, lo, hi) - lo) / (hi - lo) * 255.0
@@ -96,8 +105,10 @@ class EnsamSession:
         self.model_id = model_fingerprint(model)
         self.model = model.to(self.device).eval()
         # Decoding many objects at once is fastest, but each one holds full-resolution
-        # activations: a bounded chunk keeps memory flat for cases with dozens of classes.
-        self.class_chunk = class_chunk or (16 if self.device.type == "cuda" else 4)
+        # activations: the chunk is sized so a chunk holds at most this many input voxels
+        # (4 or 16 full-size crops), which keeps memory flat for cases with many classes.
+        self.class_chunk = class_chunk
+        self.chunk_voxels = (16 if self.device.type == "cuda" else 4) * MAX_VOXELS
         self.image: np.ndarray | None = None
         self.spacing: tuple[float, float, float] | None = None
         self.objects: dict[int, ObjectPrompts] = {}
@@ -194,12 +205,16 @@ class EnsamSession:
         todo = [i for i in ids if i in self._stale or i not in self.state.logits]
         self._decode(todo)
         merger = LabelMerger(roi.shape)
-        crop_logits = {}
+        # One class at a time at crop resolution: memory stays at a few crop-sized arrays
+        # however many classes there are (100 classes on a 1000x512x512 CT would otherwise
+        # need 100 GB of full-resolution logits).
         for i in ids:
-            crop_logits[i] = logits_to_roi(self.state.logits[i], roi)[0]
-            merger.add(i, crop_logits[i])
+            merger.add(i, logits_to_roi(self.state.logits[i], roi)[0])
+        present = set(np.flatnonzero(np.bincount(merger.numpy().ravel(), minlength=256)))
         for i in ids:
-            merger.ensure_present(i, crop_logits[i], self._region(i, roi))
+            if i not in present:
+                logits = logits_to_roi(self.state.logits[i], roi)[0]
+                merger.ensure_present(i, logits, self._region(i, roi))
         labels[roi.slices] = merger.numpy()
         self._last_labels = labels
         return labels
@@ -221,8 +236,9 @@ class EnsamSession:
 
     def _decode(self, ids: list[int]) -> None:
         roi = self.state.roi
-        for start in range(0, len(ids), self.class_chunk):
-            chunk = ids[start : start + self.class_chunk]
+        size = self.class_chunk or max(1, min(64, self.chunk_voxels // int(np.prod(roi.padded))))
+        for start in range(0, len(ids), size):
+            chunk = ids[start : start + size]
             prompts = [self._network_prompt(self.objects[i], roi) for i in chunk]
             prev = [self.state.logits.get(i) for i in chunk]
             prev_logits = prev_valid = None
