@@ -55,6 +55,11 @@ def run_interaction(
     if example.box is None:
         # Click-only objects: the first interaction is a click on an empty prediction.
         first = next_click(torch.full_like(target, -1.0), target)
+        if first is None:
+            # An object thinner than half a pooled cell everywhere has no voxel over 0.5:
+            # click where it is densest instead.
+            where = np.unravel_index(int(target[0].argmax()), tuple(target.shape[1:]))
+            first = (np.asarray(where, np.float32), True)
         points = np.concatenate([points, first[0][None]])
         positive = np.append(positive, first[1])
     losses, dices = [], []
