@@ -25,7 +25,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         return 2
     try:
         out.mkdir(parents=True, exist_ok=True)
-        session = EnsamSession(args.weights, device=args.device)
+        session = EnsamSession(args.weights, device=args.device, max_voxels=args.max_voxels)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -82,7 +82,12 @@ def _cmd_init_weights(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import os
+
     from .evaluation.runner import main_evaluate
+
+    if args.max_voxels:  # through the environment, so script mode's processes see it too
+        os.environ["ENSAM_MAX_VOXELS"] = str(args.max_voxels)
 
     return main_evaluate(args)
 
@@ -97,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="checkpoint (default: shipped weights)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--no-cache", action="store_true", help="never reuse encoder features")
+    p.add_argument(
+        "--max-voxels", type=int, default=None, help="network input size cap (default: weights')"
+    )
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("segment", help="segment a NIfTI/NRRD/MHA image from a prompt JSON")
@@ -129,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="ensam,boxfill,otsu", help="comma-separated")
     p.add_argument("--cases", default=None, help="comma-separated case names (default all)")
     p.add_argument("--clicks", type=int, default=5)
+    p.add_argument("--max-voxels", type=int, default=None, help="network input size cap")
     p.set_defaults(func=_cmd_evaluate)
     return parser
 

@@ -13,7 +13,7 @@ import numpy as np
 from .cache import CaseCache, array_hash
 from .challenge import CaseError, ChallengeCase, read_case, write_segs
 from .prompts import PromptError
-from .roi import mask_to_network_logits, roi_for_prompts
+from .roi import mask_to_network_logits
 from .session import EnsamSession, SessionState
 
 SECONDS_PER_CLASS = 90.0  # the organizers' limit, summed over a case's six steps
@@ -43,7 +43,7 @@ def segment_case(
     if not ids:
         return np.zeros(case.image.shape, np.uint8), None, ""
     image_hash = array_hash(case.image)
-    roi = roi_for_prompts(case.image.shape, [session.objects[i] for i in ids])
+    roi = session.roi()
     prev_hash = array_hash(case.prev_pred) if case.prev_pred is not None else None
     cached = cache.load(image_hash, roi, prev_hash) if cache is not None else None
     fresh = {k for k in ids if case.new_click[k - 1]}

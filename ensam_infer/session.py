@@ -89,7 +89,12 @@ class EnsamSession:
         weights: str | Path | Ensam | None = None,
         device: str | torch.device | None = "auto",
         class_chunk: int | None = None,
+        max_voxels: int | None = None,
     ) -> None:
+        """weights: a checkpoint path (default: the shipped weights) or a built model.
+        max_voxels: the size cap of the network input; default: ENSAM_MAX_VOXELS if set,
+        else what the checkpoint recommends (`inference_max_voxels` in its metadata), else
+        the reference 256*128*128."""
         self.device = resolve_device(device)
         if self.device.type == "cpu":
             configure_threads()
@@ -104,6 +109,9 @@ class EnsamSession:
             model = load_checkpoint(path)
         self.model_id = model_fingerprint(model)
         self.model = model.to(self.device).eval()
+        recommended = getattr(model, "metadata", {}).get("inference_max_voxels")
+        env = os.environ.get("ENSAM_MAX_VOXELS")
+        self.max_voxels = int(max_voxels or env or recommended or MAX_VOXELS)
         # Decoding many objects at once is fastest, but each one holds full-resolution
         # activations: the chunk is sized so a chunk holds at most this many input voxels
         # (4 or 16 full-size crops), which keeps memory flat for cases with many classes.
@@ -195,7 +203,7 @@ class EnsamSession:
         labels = np.zeros(self.image.shape, np.uint8)
         if not ids:
             return labels
-        roi = roi_for_prompts(self.image.shape, [self.objects[i] for i in ids])
+        roi = self.roi()
         self._ensure_features(roi)
         if self._prev_from_labels and self._last_labels is not None:
             for i in ids:
@@ -218,6 +226,11 @@ class EnsamSession:
         labels[roi.slices] = merger.numpy()
         self._last_labels = labels
         return labels
+
+    def roi(self) -> Roi:
+        """The region the network sees for the current prompts."""
+        objects = [o for o in self.objects.values() if not o.empty]
+        return roi_for_prompts(self.image.shape, objects, max_voxels=self.max_voxels)
 
     def _ensure_features(self, roi: Roi) -> None:
         if self.state.features is not None and self.state.roi == roi:

@@ -155,3 +155,21 @@ def test_cuda_and_cpu_agree(tiny_model):
         s.add_box((8, 10, 10, 15, 19, 19))
         out[device] = s.predict()
     assert (out["cpu"] == out["cuda"]).mean() > 0.99
+
+
+def test_size_cap_comes_from_argument_environment_or_checkpoint(tiny_model, monkeypatch):
+    monkeypatch.delenv("ENSAM_MAX_VOXELS", raising=False)
+    assert EnsamSession(tiny_model, device="cpu").max_voxels == 256 * 128 * 128
+    tiny_model.metadata = {"inference_max_voxels": 4096}
+    try:
+        s = EnsamSession(tiny_model, device="cpu")
+        assert s.max_voxels == 4096
+        s.set_image(_volume())
+        s.add_box((0, 0, 0, 23, 39, 39))
+        roi = s.roi()
+        assert np.prod(roi.pooled) <= 4096 and roi.pool != (1, 1, 1)
+        monkeypatch.setenv("ENSAM_MAX_VOXELS", "8192")
+        assert EnsamSession(tiny_model, device="cpu").max_voxels == 8192
+        assert EnsamSession(tiny_model, device="cpu", max_voxels=100).max_voxels == 100
+    finally:
+        tiny_model.metadata = {}
