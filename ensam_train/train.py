@@ -173,7 +173,9 @@ def train(
         model.load_state_dict(load_checkpoint(init_weights).state_dict())
         print(f"initialized from {init_weights}", flush=True)
     model.train()
-    base_lrs = [[g["lr"] for g in o.param_groups] for o in opts]
+    # From the config, never from the optimizers: a resumed optimizer carries the scheduled
+    # (warmed-up or decayed) rate of its last step, not the base rate.
+    base_lrs = [[tc["lr"] for _ in o.param_groups] for o in opts]
 
     stream = ExampleStream(cfg)
     loader = torch.utils.data.DataLoader(

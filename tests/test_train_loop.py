@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from ensam_infer.model import build_model, load_checkpoint
@@ -46,8 +47,9 @@ def test_loss_goes_down_on_a_fixed_example():
 def test_run_resumes_exactly(tmp_path):
     straight = tmp_path / "straight"
     split = tmp_path / "split"
-    train(straight, SMOKE, max_steps=4)
-    train(split, SMOKE, max_steps=2)
+    warm = {"train": {"warmup": 10}}  # the schedule must continue, not restart, on resume
+    train(straight, SMOKE, overrides=warm, max_steps=4)
+    train(split, SMOKE, overrides=warm, max_steps=2)
     train(split, SMOKE, max_steps=4)  # resumes from the checkpoint written at step 2
     a = torch.load(straight / "checkpoint.pt", weights_only=False)
     b = torch.load(split / "checkpoint.pt", weights_only=False)
@@ -56,7 +58,9 @@ def test_run_resumes_exactly(tmp_path):
     for key, value in a["model"].items():
         torch.testing.assert_close(value, b["model"][key], msg=key)
     records = [json.loads(x) for x in (split / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4]
+    train_records = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train_records] == [1, 2, 3, 4]
+    assert [r["lr"] for r in train_records] == pytest.approx([2e-4, 4e-4, 6e-4, 8e-4])
     assert (split / "plot.png").stat().st_size > 0
     exported = load_checkpoint(split / "model.pt")
     assert exported.config.trained
