@@ -18,11 +18,11 @@ SMOKE = Path(__file__).resolve().parents[1] / "ensam_train" / "configs" / "smoke
 
 def _fixed_example():
     rng = np.random.default_rng(0)
-    image = rng.integers(0, 40, (24, 32, 32)).astype(np.uint8)
+    image = rng.integers(0, 40, (16, 24, 24)).astype(np.uint8)
     mask = np.zeros(image.shape, bool)
-    mask[8:16, 10:22, 12:20] = True
+    mask[5:11, 7:17, 8:15] = True
     image[mask] = 200
-    return make_example(image, mask, rng, max_voxels=16 * 16 * 16 * 8, augment=False)
+    return make_example(image, mask, rng, max_voxels=16 * 24 * 24, augment=False)
 
 
 def test_loss_goes_down_on_a_fixed_example():
@@ -31,7 +31,7 @@ def test_loss_goes_down_on_a_fixed_example():
     opts = build_optimizers(model, "muon", 2e-3, 0.0)
     example = _fixed_example()
     losses = []
-    for _ in range(15):
+    for _ in range(20):
         for opt in opts:
             opt.zero_grad()
         loss, dices = run_interaction(model, example, 1, torch.device("cpu"))
