@@ -139,14 +139,19 @@ def logits_to_roi(logits: torch.Tensor, roi: Roi) -> torch.Tensor:
     return x[:, 0]
 
 
-def mask_to_network_logits(mask: np.ndarray, roi: Roi, value: float = 5.0) -> torch.Tensor:
-    """A binary full-volume mask as pseudo-logits in network space (1, 1, *padded): used when
-    the real previous logits are unavailable (lost cache, changed crop)."""
+def mask_to_network(mask: np.ndarray, roi: Roi) -> torch.Tensor:
+    """A full-volume binary mask in network space (1, 1, *padded): the fraction of each
+    pooled cell that it covers (training targets, pseudo-logits)."""
     m = torch.from_numpy(np.ascontiguousarray(mask[roi.slices])).float()[None, None]
     if roi.pool != (1, 1, 1):
         pad = [(-n) % f for n, f in zip(roi.shape, roi.pool, strict=True)]
         m = F.pad(m, (0, pad[2], 0, pad[1], 0, pad[0]))
         m = F.avg_pool3d(m, kernel_size=roi.pool, stride=roi.pool)
     pad = [p - n for p, n in zip(roi.padded, roi.pooled, strict=True)]
-    m = F.pad(m, (0, pad[2], 0, pad[1], 0, pad[0]))
-    return (m * 2 - 1) * value
+    return F.pad(m, (0, pad[2], 0, pad[1], 0, pad[0]))
+
+
+def mask_to_network_logits(mask: np.ndarray, roi: Roi, value: float = 5.0) -> torch.Tensor:
+    """A binary full-volume mask as pseudo-logits in network space (1, 1, *padded): used when
+    the real previous logits are unavailable (lost cache, changed crop)."""
+    return (mask_to_network(mask, roi) * 2 - 1) * value

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ensam_infer.prompts import Box
-from ensam_infer.roi import Roi, prepare_input, size_cap
+from ensam_infer.roi import Roi, mask_to_network, prepare_input, size_cap
 
 
 @dataclass
@@ -65,17 +64,6 @@ def training_roi(
     return Roi(start, stop, size_cap(crop, max_voxels))
 
 
-def target_to_network(mask: np.ndarray, roi: Roi) -> torch.Tensor:
-    """The object as the fraction of each pooled cell it covers, padded like the input."""
-    m = torch.from_numpy(np.ascontiguousarray(mask[roi.slices])).float()[None, None]
-    if roi.pool != (1, 1, 1):
-        pad = [(-n) % f for n, f in zip(roi.shape, roi.pool, strict=True)]
-        m = F.pad(m, (0, pad[2], 0, pad[1], 0, pad[0]))
-        m = F.avg_pool3d(m, kernel_size=roi.pool, stride=roi.pool)
-    pad = [p - n for p, n in zip(roi.padded, roi.pooled, strict=True)]
-    return F.pad(m, (0, pad[2], 0, pad[1], 0, pad[0]))[0]
-
-
 def make_example(
     image: np.ndarray,
     mask: np.ndarray,
@@ -89,7 +77,7 @@ def make_example(
     box = None if rng.random() < p_no_box else challenge_box(mask, rng)
     roi = training_roi(image.shape, box, rng, max_voxels)
     x = prepare_input(image, roi)[0]
-    target = target_to_network(mask, roi)
+    target = mask_to_network(mask, roi)[0]  # fraction of each network voxel in the object
     net_box = roi.box_to_network(box) if box is not None else None
     return Example(x, target, net_box, tuple(image.shape))
 
