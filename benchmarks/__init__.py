@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks of ENSAM inference; run `python -m benchmarks.run_all`."""
