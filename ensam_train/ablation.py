@@ -48,6 +48,16 @@ def run_variants(root: Path, config: Path, steps: int, variants: list[str]) -> d
     return results
 
 
+def _smooth(values: list[float], window: int = 10) -> list[float]:
+    """Trailing moving average: one logged value is a mean over 10 single samples, far too
+    noisy to compare variants by eye."""
+    out = []
+    for i in range(len(values)):
+        chunk = values[max(0, i - window + 1) : i + 1]
+        out.append(sum(chunk) / len(chunk))
+    return out
+
+
 def write_report(results: dict, out_md: Path, steps: int, config: Path) -> None:
     import matplotlib
 
@@ -57,10 +67,10 @@ def write_report(results: dict, out_md: Path, steps: int, config: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, r in results.items():
         steps_ = [t["step"] for t in r["train"]]
-        axes[0].plot(steps_, [t["loss"] for t in r["train"]], label=name)
-        axes[1].plot(steps_, [t["dice_last"] for t in r["train"]], label=name)
-    axes[0].set_ylabel("training loss (sum over interaction steps)")
-    axes[1].set_ylabel("training Dice after the last click")
+        axes[0].plot(steps_, _smooth([t["loss"] for t in r["train"]]), label=name)
+        axes[1].plot(steps_, _smooth([t["dice_last"] for t in r["train"]]), label=name)
+    axes[0].set_ylabel("training loss (moving average of 10 logs)")
+    axes[1].set_ylabel("training Dice after the last click (moving average)")
     for ax in axes:
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
@@ -70,7 +80,7 @@ def write_report(results: dict, out_md: Path, steps: int, config: Path) -> None:
     plt.close(fig)
 
     def tail_mean(r: dict, key: str) -> float:
-        values = [t[key] for t in r["train"]][-5:]
+        values = [t[key] for t in r["train"]][-20:]
         return sum(values) / max(1, len(values))
 
     lines = [
@@ -79,7 +89,8 @@ def write_report(results: dict, out_md: Path, steps: int, config: Path) -> None:
         f"Config `{config.name}` (tiny model, small crops, CPU), {steps} steps per run, same seed",
         "and the same data stream. Validation: held-out real cases (ensam_train/splits.json),",
         "box step and after 3 clicks, Dice at network resolution. Training columns: mean of",
-        "the last 5 logged values. Reproduce: `python -m ensam_train.ablation --steps N`.",
+        "the last 20 logged values (200 samples).",
+        "Reproduce: `python -m ensam_train.ablation --steps N`.",
         "",
         "| variant | val Dice (box) | val Dice (3 clicks) | train loss | train Dice (last click) "
         "| time (s) |",
