@@ -455,6 +455,21 @@ save_image() {
     echo "archive: $(du -h "$WORK/ensam.tar.gz" | cut -f1)"
 }
 
+run_read_only() { # the box step again with a read-only root filesystem: nothing but the
+    # outputs mount may need writing
+    log "read-only root filesystem"
+    local dir="$WORK/readonly" case
+    mkdir -p "$dir/inputs" "$dir/outputs"
+    case=$(ls "$WORK/samples/imgs" | head -n 1)
+    cp "$WORK/samples/imgs/$case" "$dir/inputs/"
+    (cd "$dir" && docker container run -m 32G --name "$CONTAINER" --rm --network none --read-only \
+        -v "$PWD/inputs/:/workspace/inputs/" -v "$PWD/outputs/:/workspace/outputs/" \
+        "$IMAGE" /bin/bash -c "sh predict.sh") || die "the container failed with --read-only"
+    "$PYTHON" -c "import numpy as np, sys; s = np.load(sys.argv[1])['segs']; assert s.dtype == np.uint8 and s.any()" \
+        "$dir/outputs/$case" || die "no valid output with --read-only"
+    echo "  ok: $case with --read-only"
+}
+
 # ---------------------------------------------------------------- main
 T_ALL=$(now)
 IMAGE_MB=?
@@ -475,6 +490,7 @@ download_wheels
 build_image
 check_image
 run_cases
+run_read_only
 save_image
 
 log "summary"
