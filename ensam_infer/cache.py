@@ -14,13 +14,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .atomic import atomic_path
 from .roi import Roi
 from .session import SessionState
 
@@ -33,17 +33,6 @@ def array_hash(array: np.ndarray) -> str:
     h = hashlib.sha1(str((array.shape, str(array.dtype))).encode())
     h.update(np.ascontiguousarray(array).data)
     return h.hexdigest()
-
-
-def _atomic_save(obj: object, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class CaseCache:
@@ -96,11 +85,10 @@ class CaseCache:
             "logits": {str(k): v.to("cpu", torch.float16) for k, v in state.logits.items()},
         }
         (self.dir / "meta.json").unlink(missing_ok=True)
-        _atomic_save(payload, self.dir / "state.pt")
-        fd, tmp = tempfile.mkstemp(prefix=".meta.", suffix=".tmp", dir=self.dir)
-        with os.fdopen(fd, "w") as f:
-            json.dump(meta, f)
-        os.replace(tmp, self.dir / "meta.json")
+        with atomic_path(self.dir / "state.pt") as tmp:
+            torch.save(payload, tmp)
+        with atomic_path(self.dir / "meta.json") as tmp:
+            tmp.write_text(json.dumps(meta))
         self._remove_leftovers()
         self._prune()
 

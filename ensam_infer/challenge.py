@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .prompts import Box, ObjectPrompts
 from .session import MAX_LABEL, to_uint8
 
@@ -136,15 +136,14 @@ def _chronological(
 ) -> tuple[list[tuple[int, int, int]], list[bool], bool]:
     """Interleave fg and bg clicks in the order they were given. Returns points, polarity,
     and whether the newest step added a click. Without a usable order: fg first, then bg."""
-    entries = [e for e in order]
-    kinds = [str(e) for e in entries if e is not None and str(e) in ("fg", "bg")]
+    kinds = [str(e) for e in order if e is not None and str(e) in ("fg", "bg")]
     if kinds.count("fg") == len(fg) and kinds.count("bg") == len(bg):
         queues = {"fg": list(fg), "bg": list(bg)}
         points, positive = [], []
         for kind in kinds:
             points.append(queues[kind].pop(0))
             positive.append(kind == "fg")
-        last = entries[-1] if entries else None
+        last = order[-1] if order else None
         new = last is not None and str(last) in ("fg", "bg")
         return points, positive, new
     return list(fg) + list(bg), [True] * len(fg) + [False] * len(bg), bool(fg or bg)
@@ -300,15 +299,10 @@ def write_segs(path: str | Path, segs: np.ndarray) -> None:
 
 
 def _write_atomic(path: Path, segs: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             np.savez_compressed(f, segs=segs)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _remove_leftovers(path: Path) -> None:

@@ -15,13 +15,12 @@ coordinates are physical points (x, y, z) in mm, as image viewers show them.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .prompts import Box, ObjectPrompts, PromptError
 
 
@@ -54,15 +53,8 @@ def write_mask(path: str | Path, mask: np.ndarray, reference: Volume) -> None:
     path = Path(path)
     out = sitk.GetImageFromArray(np.ascontiguousarray(mask, dtype=np.uint8))
     out.CopyInformation(reference.image)
-    suffix = "".join(path.suffixes) or ".nii.gz"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(out, tmp, True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix="".join(path.suffixes) or ".nii.gz") as tmp:
+        sitk.WriteImage(out, str(tmp), True)
 
 
 def _world_to_voxel(volume: Volume, point: list[float]) -> tuple[int, int, int]:

@@ -27,6 +27,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     """Copy a run's latest weights (fp16, config marked trained) to the shipping path."""
     import shutil
 
+    from ensam_infer.atomic import atomic_path
     from ensam_infer.model import load_checkpoint
 
     src = Path(args.run_dir).expanduser() / "model.pt"
@@ -34,9 +35,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if not model.config.trained:
         print(f"error: {src} is not marked as trained", file=sys.stderr)
         return 1
-    tmp = Path(args.out).with_suffix(".tmp")
-    shutil.copyfile(src, tmp)
-    tmp.replace(args.out)
+    with atomic_path(args.out) as tmp:
+        shutil.copyfile(src, tmp)
     print(f"{args.out}: {model.metadata.get('steps')} steps")
     return 0
 

@@ -18,7 +18,6 @@ class Example:
     image: torch.Tensor  # (1, D, H, W) network input
     target: torch.Tensor  # (1, D, H, W) fraction of each network voxel inside the object
     box: tuple[int, int, int, int, int, int] | None  # network coordinates
-    source_shape: tuple[int, int, int]
 
 
 def challenge_box(mask: np.ndarray, rng: np.random.Generator) -> Box:
@@ -79,7 +78,7 @@ def make_example(
     x = prepare_input(image, roi)[0]
     target = mask_to_network(mask, roi)[0]  # fraction of each network voxel in the object
     net_box = roi.box_to_network(box) if box is not None else None
-    return Example(x, target, net_box, tuple(image.shape))
+    return Example(x, target, net_box)
 
 
 def random_flip_permute(

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ensam_infer.atomic import atomic_path
 from ensam_infer.model import Ensam, build_model, save_checkpoint
 
 from .config import load_config
@@ -124,12 +125,6 @@ def _all_reduce_grads(model: torch.nn.Module, world: int) -> None:
             p.grad /= world
 
 
-def _atomic_torch_save(obj: object, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
 def train(
     run_dir: str | Path,
     config_path: str | Path | None = None,
@@ -213,7 +208,8 @@ def train(
             "torch_rng": torch.get_rng_state(),
             "config": cfg,
         }
-        _atomic_torch_save(ckpt, ckpt_path)
+        with atomic_path(ckpt_path) as tmp:
+            torch.save(ckpt, tmp)
         model.config.trained = True
         save_checkpoint(
             model,

@@ -1,6 +1,6 @@
 """ENSAM network components, one file each, and the build/load registry."""
 
-from .build import build_model, checkpoint_id, load_checkpoint, save_checkpoint
+from .build import build_model, load_checkpoint, save_checkpoint
 from .config import ModelConfig, preset
 from .ensam import Ensam
 from .prompts import ClassPrompt
@@ -10,7 +10,6 @@ __all__ = [
     "Ensam",
     "ModelConfig",
     "build_model",
-    "checkpoint_id",
     "load_checkpoint",
     "preset",
     "save_checkpoint",

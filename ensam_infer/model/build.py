@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_path
 from .config import ModelConfig, preset
 from .ensam import Ensam
 
@@ -43,10 +44,8 @@ def save_checkpoint(
         "state_dict": state,
         "metadata": metadata or {},
     }
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Ensam:
@@ -65,14 +64,3 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         warnings.warn(f"{path} holds UNTRAINED weights: its masks are meaningless", stacklevel=2)
     model.metadata = payload.get("metadata", {})
     return model.eval()
-
-
-def checkpoint_id(path: str | Path) -> str:
-    """A short content hash of a checkpoint file, used to key caches to the weights."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
