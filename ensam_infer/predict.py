@@ -13,7 +13,6 @@ import numpy as np
 from .cache import CaseCache, array_hash
 from .challenge import CaseError, ChallengeCase, read_case, write_segs
 from .prompts import PromptError
-from .roi import mask_to_network_logits
 from .session import EnsamSession, SessionState
 
 SECONDS_PER_CLASS = 90.0  # the organizers' limit, summed over a case's six steps
@@ -46,17 +45,14 @@ def segment_case(
     roi = session.roi()
     prev_hash = array_hash(case.prev_pred) if case.prev_pred is not None else None
     cached = cache.load(image_hash, roi, prev_hash) if cache is not None else None
-    fresh = {k for k in ids if case.new_click[k - 1]}
     if cached is not None:
-        missing = set(ids) - set(cached.logits)
-        if case.prev_pred is not None and case.prev_pred.any():
-            for k in missing:
-                cached.logits[k] = mask_to_network_logits(case.prev_pred == k, roi)
-        session.restore(cached, stale=fresh | missing if case.prev_pred is not None else None)
-    elif case.prev_pred is not None and case.prev_pred.any():
-        # Lost or invalid cache at a click step: rebuild the dense prompt from the previous
-        # mask so the clicks still refine the earlier answer. An all-empty previous mask is
-        # how click-only cases start; the model then gets no dense prompt, as in training.
+        # Objects without a new click keep their cached logits and are not decoded again.
+        session.restore(cached, stale={k for k in ids if case.new_click[k - 1]})
+    if case.prev_pred is not None and case.prev_pred.any():
+        # Objects with no cached logits (lost cache, another prediction) get the previous
+        # mask as their dense prompt, so the clicks still refine the earlier answer. An
+        # all-empty previous mask is how click-only cases start; the model then gets no
+        # dense prompt, as in training.
         session.set_previous_labels(case.prev_pred)
     labels = session.predict()
     return labels, session.state, image_hash
@@ -104,7 +100,8 @@ def predict_file(
             except Exception as exc:  # a cache that cannot be written costs time, not results
                 print(f"{name}: warning: cache not written ({exc})", file=log)
         seconds = time.perf_counter() - t0
-        present = len(np.unique(segs)) - (1 if (segs == 0).any() else 0)
+        # bincount is linear; np.unique would sort the whole volume just for a log line
+        present = int(np.count_nonzero(np.bincount(segs.ravel(), minlength=1)[1:]))
         for w in case.warnings:
             print(f"{name}: warning: {w}", file=log)
         budget = SECONDS_PER_CLASS * case.num_classes / 6

@@ -182,11 +182,9 @@ class EnsamSession:
         self._stale = set(stale) if stale is not None else set()
 
     def set_previous_labels(self, labels: np.ndarray) -> None:
-        """A previous answer for this image, used as the dense prompt of objects without
-        logits of their own (e.g. after a process restart)."""
+        """A previous answer for this image, used at the next predict() as the dense prompt
+        of objects without logits of their own (e.g. after a process restart)."""
         self._last_labels = np.asarray(labels, np.uint8)
-        for i in self.objects:
-            self._stale.add(i)
         self._prev_from_labels = True
 
     def remove_object(self, object_id: int) -> None:
@@ -206,9 +204,7 @@ class EnsamSession:
         roi = self.roi()
         self._ensure_features(roi)
         if self._prev_from_labels and self._last_labels is not None:
-            for i in ids:
-                if i not in self.state.logits:
-                    self.state.logits[i] = mask_to_network_logits(self._last_labels == i, roi)
+            self._logits_from_labels(ids, roi)
             self._prev_from_labels = False
         todo = [i for i in ids if i in self._stale or i not in self.state.logits]
         self._decode(todo)
@@ -243,7 +239,13 @@ class EnsamSession:
         if old_logits and self._last_labels is not None:
             # A new region invalidates network-space logits; rebuild them from the last
             # answer so later clicks still refine it instead of starting over.
-            for i in old_logits:
+            self._logits_from_labels(list(old_logits), roi)
+
+    def _logits_from_labels(self, ids: list[int], roi: Roi) -> None:
+        """Pseudo-logits from the last answer for the objects with none in this region;
+        they are decoded again with those as their dense prompt."""
+        for i in ids:
+            if i not in self.state.logits:
                 self.state.logits[i] = mask_to_network_logits(self._last_labels == i, roi)
                 self._stale.add(i)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from ensam_infer import predict as predict_mod
+from ensam_infer import session as session_mod
 from ensam_infer.cache import CACHE_DIRNAME, CaseCache, array_hash
 from ensam_infer.model import build_model
 from ensam_infer.predict import predict_file
@@ -227,9 +227,9 @@ def test_prev_pred_it_did_not_produce(tmp_path: Path, session: EnsamSession, mon
     steps.write_click_step(other)
     spy = Spy(session, monkeypatch)
     rebuilt = []
-    real = predict_mod.mask_to_network_logits
+    real = session_mod.mask_to_network_logits
     monkeypatch.setattr(
-        predict_mod, "mask_to_network_logits", lambda m, r: rebuilt.append(1) or real(m, r)
+        session_mod, "mask_to_network_logits", lambda m, r: rebuilt.append(1) or real(m, r)
     )
     steps.run()
     assert spy.encode == 0 and len(rebuilt) == len(BOXES)
