@@ -11,6 +11,7 @@ import torch
 
 from ensam_infer.prompts import Box
 from ensam_infer.roi import Roi, mask_to_network, prepare_input, size_cap
+from ensam_infer.samples import challenge_box as mid_slice_box
 
 
 @dataclass
@@ -23,22 +24,17 @@ class Example:
 def challenge_box(mask: np.ndarray, rng: np.random.Generator) -> Box:
     """The organizers' box: the object's z-range, and the 2D box of its middle slice widened
     by a random 0..5 voxels per side (scaled by in-plane size / 256)."""
-    zs = np.flatnonzero(mask.any(axis=(1, 2)))
-    z0, z1 = int(zs[0]), int(zs[-1])
-    z_mid = (z0 + z1) // 2
-    if not mask[z_mid].any():
-        z_mid = int(zs[len(zs) // 2])
-    ys, xs = np.nonzero(mask[z_mid])
+    b = mid_slice_box(mask)
     scale = max(1.0, max(mask.shape[1:]) / 256)
     jitter = (rng.integers(0, 6, size=4) * scale).astype(int)
     h, w = mask.shape[1:]
     return Box(
-        z0,
-        max(0, int(ys.min()) - jitter[0]),
-        max(0, int(xs.min()) - jitter[1]),
-        z1,
-        min(h - 1, int(ys.max()) + jitter[2]),
-        min(w - 1, int(xs.max()) + jitter[3]),
+        b["z_min"],
+        max(0, b["z_mid_y_min"] - jitter[0]),
+        max(0, b["z_mid_x_min"] - jitter[1]),
+        b["z_max"],
+        min(h - 1, b["z_mid_y_max"] + jitter[2]),
+        min(w - 1, b["z_mid_x_max"] + jitter[3]),
     )
 
 
