@@ -46,9 +46,6 @@ class Roi:
     def slices(self) -> tuple[slice, slice, slice]:
         return tuple(slice(a, b) for a, b in zip(self.start, self.stop, strict=True))
 
-    def key(self) -> str:
-        return f"{self.start}-{self.stop}-{self.pool}"
-
     def point_to_network(self, point: tuple[int, int, int]) -> tuple[int, int, int]:
         """Full-volume voxel → network-input voxel (the pooled cell that contains it)."""
         return tuple(
@@ -116,16 +113,22 @@ def roi_for_prompts(
 
 def prepare_input(volume: np.ndarray, roi: Roi) -> torch.Tensor:
     """Crop, scale, pool and pad: the network input (1, 1, D, H, W) in [0, 1]."""
-    crop = scale_intensity(volume[roi.slices])
-    x = torch.from_numpy(crop)[None, None]
+    crop = torch.from_numpy(scale_intensity(volume[roi.slices]))[None, None]
+    return _pool_and_pad(crop, roi, F.max_pool3d).contiguous()
+
+
+def _pool_and_pad(crop: torch.Tensor, roi: Roi, pool: object) -> torch.Tensor:
+    """Crop-shaped (1, 1, *roi.shape) → network space (1, 1, *roi.padded) with `pool`
+    (max for intensities, average for masks)."""
+    x = crop
     if roi.pool != (1, 1, 1):
         # Pad to a multiple of the pooling factor first so every pooled cell covers exactly
         # `pool` voxels: that keeps the inverse mapping exact.
         pad = [(-n) % f for n, f in zip(roi.shape, roi.pool, strict=True)]
         x = F.pad(x, (0, pad[2], 0, pad[1], 0, pad[0]))
-        x = F.max_pool3d(x, kernel_size=roi.pool, stride=roi.pool)
+        x = pool(x, kernel_size=roi.pool, stride=roi.pool)
     pad = [p - n for p, n in zip(roi.padded, roi.pooled, strict=True)]
-    return F.pad(x, (0, pad[2], 0, pad[1], 0, pad[0])).contiguous()
+    return F.pad(x, (0, pad[2], 0, pad[1], 0, pad[0]))
 
 
 def logits_to_roi(logits: torch.Tensor, roi: Roi) -> torch.Tensor:
@@ -143,12 +146,7 @@ def mask_to_network(mask: np.ndarray, roi: Roi) -> torch.Tensor:
     """A full-volume binary mask in network space (1, 1, *padded): the fraction of each
     pooled cell that it covers (training targets, pseudo-logits)."""
     m = torch.from_numpy(np.ascontiguousarray(mask[roi.slices])).float()[None, None]
-    if roi.pool != (1, 1, 1):
-        pad = [(-n) % f for n, f in zip(roi.shape, roi.pool, strict=True)]
-        m = F.pad(m, (0, pad[2], 0, pad[1], 0, pad[0]))
-        m = F.avg_pool3d(m, kernel_size=roi.pool, stride=roi.pool)
-    pad = [p - n for p, n in zip(roi.padded, roi.pooled, strict=True)]
-    return F.pad(m, (0, pad[2], 0, pad[1], 0, pad[0]))
+    return _pool_and_pad(m, roi, F.avg_pool3d)
 
 
 def mask_to_network_logits(mask: np.ndarray, roi: Roi, value: float = 5.0) -> torch.Tensor:
