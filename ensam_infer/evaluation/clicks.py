@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import cc3d
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
+from ..atomic import atomic_path
 from .metrics import _bbox
 
 LARGE_ROI_VOXELS = 60_000_000  # padded boxes above this size get the 2x downsampled EDT
@@ -183,13 +182,5 @@ def write_step_input(
     arrays["prev_pred"] = np.asarray(prev_pred).astype(np.uint8)
     if boxes is not None:
         arrays["boxes"] = boxes
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
