@@ -14,6 +14,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .predict import predict_folder
+    from .rules import PromptRules
     from .session import EnsamSession
 
     inp, out = Path(args.input), Path(args.output)
@@ -25,7 +26,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         return 2
     try:
         out.mkdir(parents=True, exist_ok=True)
-        session = EnsamSession(args.weights, device=args.device, max_voxels=args.max_voxels)
+        rules = PromptRules.parse(args.rules) if args.rules is not None else None
+        session = EnsamSession(
+            args.weights, device=args.device, max_voxels=args.max_voxels, rules=rules
+        )
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -38,6 +42,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_segment(args: argparse.Namespace) -> int:
     from .prompts import PromptError
+    from .rules import PromptRules
     from .session import EnsamSession
     from .volumes import read_prompts, read_volume, write_mask
 
@@ -45,7 +50,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     try:
         volume = read_volume(args.image)
         objects, window = read_prompts(args.prompts, volume)
-        session = EnsamSession(args.weights, device=args.device)
+        rules = PromptRules.parse(args.rules) if args.rules is not None else None
+        session = EnsamSession(args.weights, device=args.device, rules=rules)
         session.set_image(volume.array, volume.spacing_zyx, window=window)
         for obj_id, obj in objects.items():
             if obj.box is not None:
@@ -85,11 +91,26 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import os
 
     from .evaluation.runner import main_evaluate
+    from .rules import PromptRules
 
-    if args.max_voxels:  # through the environment, so script mode's processes see it too
+    # Through the environment, so script mode's processes see them too.
+    if args.max_voxels:
         os.environ["ENSAM_MAX_VOXELS"] = str(args.max_voxels)
+    if args.rules is not None:
+        try:
+            PromptRules.parse(args.rules)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        os.environ["ENSAM_RULES"] = args.rules
 
     return main_evaluate(args)
+
+
+RULES_HELP = (
+    "prompt rules applied to every answer: all (default), none, or a comma-separated list "
+    "of z_range, debris, clicks (see README)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="checkpoint (default: shipped weights)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--no-cache", action="store_true", help="never reuse encoder features")
+    p.add_argument("--rules", default=None, help=RULES_HELP)
     p.add_argument(
         "--max-voxels", type=int, default=None, help="network input size cap (default: weights')"
     )
@@ -113,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="auto")
+    p.add_argument("--rules", default=None, help=RULES_HELP)
     p.set_defaults(func=_cmd_segment)
 
     p = sub.add_parser("samples", help="write synthetic sample cases (imgs/ and gts/)")
@@ -137,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="ensam,boxfill,otsu", help="comma-separated")
     p.add_argument("--cases", default=None, help="comma-separated case names (default all)")
     p.add_argument("--clicks", type=int, default=5)
+    p.add_argument("--click-only", action="store_true", help="remove the boxes: click steps only")
     p.add_argument("--max-voxels", type=int, default=None, help="network input size cap")
+    p.add_argument("--rules", default=None, help=RULES_HELP)
     p.set_defaults(func=_cmd_evaluate)
     return parser
 

@@ -28,6 +28,18 @@ def configure_threads() -> None:
     torch.set_num_threads(max(1, cores))
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic in hardware (AMX or AVX512-BF16). Without it
+    bf16 autocast is emulated and several times slower than float32 (measured: 10 s per
+    training step against about 3 s on a 2-core AMD EPYC with AVX2 only)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on GPUs that support it (fp16 otherwise); full precision on the CPU,
     where low precision is slower on most processors."""

@@ -27,6 +27,7 @@ from .roi import (
     prepare_input,
     roi_for_prompts,
 )
+from .rules import PromptRules, enforce_clicks, outside_box_slices, remove_debris
 
 MAX_LABEL = 255
 
@@ -90,11 +91,15 @@ class EnsamSession:
         device: str | torch.device | None = "auto",
         class_chunk: int | None = None,
         max_voxels: int | None = None,
+        rules: PromptRules | None = None,
     ) -> None:
         """weights: a checkpoint path (default: the shipped weights) or a built model.
         max_voxels: the size cap of the network input; default: ENSAM_MAX_VOXELS if set,
         else what the checkpoint recommends (`inference_max_voxels` in its metadata), else
-        the reference 256*128*128."""
+        the reference 256*128*128.
+        rules: what the prompts say that every answer must respect (`ensam_infer.rules`);
+        default: ENSAM_RULES if set, else all of them. `PromptRules.none()` gives the
+        network's raw answer."""
         self.device = resolve_device(device)
         if self.device.type == "cpu":
             configure_threads()
@@ -112,6 +117,7 @@ class EnsamSession:
         recommended = getattr(model, "metadata", {}).get("inference_max_voxels")
         env = os.environ.get("ENSAM_MAX_VOXELS")
         self.max_voxels = int(max_voxels or env or recommended or MAX_VOXELS)
+        self.rules = rules if rules is not None else PromptRules.from_env()
         # Decoding many objects at once is fastest, but each one holds full-resolution
         # activations: the chunk is sized so a chunk holds at most this many input voxels
         # (4 or 16 full-size crops), which keeps memory flat for cases with many classes.
@@ -213,15 +219,35 @@ class EnsamSession:
         # however many classes there are (100 classes on a 1000x512x512 CT would otherwise
         # need 100 GB of full-resolution logits).
         for i in ids:
-            merger.add(i, logits_to_roi(self.state.logits[i], roi)[0])
+            merger.add(i, self._crop_logits(i, roi))
         present = set(np.flatnonzero(np.bincount(merger.numpy().ravel(), minlength=256)))
         for i in ids:
             if i not in present:
-                logits = logits_to_roi(self.state.logits[i], roi)[0]
-                merger.ensure_present(i, logits, self._region(i, roi))
-        labels[roi.slices] = merger.numpy()
+                merger.ensure_present(i, self._crop_logits(i, roi), self._region(i, roi))
+        crop = merger.numpy()
+        self._apply_rules(crop, ids, roi)
+        labels[roi.slices] = crop
         self._last_labels = labels
         return labels
+
+    def _crop_logits(self, object_id: int, roi: Roi) -> torch.Tensor:
+        logits = logits_to_roi(self.state.logits[object_id], roi)[0]
+        box = self.objects[object_id].box
+        if self.rules.z_range and box is not None:
+            logits = outside_box_slices(logits, box, roi.start)
+        return logits
+
+    def _apply_rules(self, crop: np.ndarray, ids: list[int], roi: Roi) -> None:
+        """The label-map rules (debris, then clicks) on the crop's labels, in place."""
+        for i in ids:
+            obj = self.objects[i]
+            points = [tuple(p - s for p, s in zip(q, roi.start, strict=True)) for q in obj.points]
+            if self.rules.debris:
+                seeds = [p for p, pos in zip(points, obj.positive, strict=True) if pos]
+                box = self._box_region(obj.box, roi) if obj.box is not None else None
+                remove_debris(crop, i, box, seeds)
+            if self.rules.clicks:
+                enforce_clicks(crop, i, points, obj.positive, self.rules.click_radius)
 
     def roi(self) -> Roi:
         """The region the network sees for the current prompts."""
@@ -282,13 +308,16 @@ class EnsamSession:
         """Where a vanished object may be forced back: its box, else its positive clicks."""
         obj = self.objects[object_id]
         if obj.box is not None:
-            lo, hi = obj.box.lo, obj.box.hi
-        else:
-            pos = [p for p, s in zip(obj.points, obj.positive, strict=True) if s]
-            if not pos:
-                return None
-            lo, hi = np.min(pos, axis=0), np.max(pos, axis=0)
+            return self._box_region(obj.box, roi)
+        pos = [p for p, s in zip(obj.points, obj.positive, strict=True) if s]
+        if not pos:
+            return None
+        return self._box_region(Box(*np.min(pos, axis=0), *np.max(pos, axis=0)), roi)
+
+    @staticmethod
+    def _box_region(box: Box, roi: Roi) -> tuple[slice, slice, slice]:
+        """The box's slices on the crop of `roi`."""
         return tuple(
             slice(max(0, a - s), max(0, b - s) + 1)
-            for a, b, s in zip(lo, hi, roi.start, strict=True)
+            for a, b, s in zip(box.lo, box.hi, roi.start, strict=True)
         )

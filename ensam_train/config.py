@@ -35,7 +35,7 @@ DEFAULTS: dict = {
         "val_objects": 24,
         "log_every": 10,
         # bf16 autocast on the CPU: about twice as fast where the processor has AMX/AVX512-BF16
-        # (parameters, gradients and the loss stay float32).
+        # (parameters, gradients and the loss stay float32); ignored on CPUs without them.
         "cpu_bf16": False,
     },
 }

@@ -1,4 +1,9 @@
-"""The fixed training/validation split of the shared real cases, and where data lives."""
+"""The fixed training/validation split of the shared real cases, and where data lives.
+
+A split entry is ``<folder>/<case>`` relative to the data root (``real/MR_monai_anatomical``,
+``real_more/PET_STS_001_gtv``): the image is ``<root>/<folder>/imgs/<case>.npz`` and the
+labels ``<root>/<folder>/gts/<case>.npz``. A bare ``<case>`` names a case directly under the
+root given (``<root>/imgs/<case>.npz``)."""
 
 from __future__ import annotations
 
@@ -18,7 +23,20 @@ def shared_data_root() -> Path:
 
 
 def load_split(name: str) -> list[str]:
+    """The entries (``<folder>/<case>``) of the ``training`` or ``validation`` split."""
     splits = json.loads(SPLITS_FILE.read_text())
     if name not in ("training", "validation"):
         raise KeyError(f"unknown split {name!r}")
     return list(splits[name])
+
+
+def case_files(root: str | Path, entry: str) -> tuple[Path, Path]:
+    """The image and label npz of a split entry under `root`."""
+    folder, _, case = entry.rpartition("/")
+    base = Path(root) / folder if folder else Path(root)
+    return base / "imgs" / f"{case}.npz", base / "gts" / f"{case}.npz"
+
+
+def case_name(entry: str) -> str:
+    """The case's file stem: the entry without its folder."""
+    return entry.rpartition("/")[2]

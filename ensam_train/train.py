@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from ensam_infer.atomic import atomic_path
+from ensam_infer.device import cpu_has_fast_bf16
 from ensam_infer.model import Ensam, build_model, save_checkpoint
 
 from .config import load_config
@@ -26,7 +27,7 @@ from .data.sampler import VolumeSampler, pick_target
 from .example import Example, make_example
 from .interaction import run_interaction
 from .optim import build_optimizers, lr_factor
-from .splits import load_split, shared_data_root
+from .splits import case_files, load_split, shared_data_root
 
 
 class ExampleStream(torch.utils.data.Dataset):
@@ -37,7 +38,7 @@ class ExampleStream(torch.utils.data.Dataset):
         root = shared_data_root()
         self.sampler = VolumeSampler(
             label_map_root=root / "label_maps",
-            real_root=root / "real",
+            real_root=root,
             real_cases=load_split(data["real_split"]) if data["real_split"] else None,
             probs=data["probs"],
             max_size=data["max_size"],
@@ -75,16 +76,17 @@ def _worker_init(_: int) -> None:
 def validation_examples(cfg: dict, limit: int) -> list[tuple[str, Example]]:
     """Fixed examples from the held-out real cases, cropped as inference crops (16 voxels
     around the box), no augmentation."""
-    root = shared_data_root() / "real"
-    cases = [c for c in load_split("validation") if (root / "imgs" / f"{c}.npz").is_file()]
+    root = shared_data_root()
+    cases = [c for c in load_split("validation") if case_files(root, c)[0].is_file()]
     if not cases:
         return []
     rng = np.random.default_rng(12345)
     per_case = max(1, math.ceil(limit / len(cases)))
     out = []
     for case in cases:
-        image = np.load(root / "imgs" / f"{case}.npz", allow_pickle=True)["imgs"]
-        gts = np.load(root / "gts" / f"{case}.npz", allow_pickle=True)["gts"]
+        image_file, labels_file = case_files(root, case)
+        image = np.load(image_file, allow_pickle=True)["imgs"]
+        gts = np.load(labels_file, allow_pickle=True)["gts"]
         ids = [i for i in np.unique(gts) if i > 0 and (gts == i).sum() >= 10]
         for i in rng.permutation(ids)[:per_case]:
             ex_rng = np.random.default_rng([12345, int(i)])
@@ -187,7 +189,7 @@ def train(
     amp = None
     if device.type == "cuda":
         amp = torch.autocast("cuda", dtype=torch.bfloat16)
-    elif tc["cpu_bf16"]:
+    elif tc["cpu_bf16"] and cpu_has_fast_bf16():
         amp = torch.autocast("cpu", dtype=torch.bfloat16)
 
     t_start = time.time()
@@ -317,7 +319,10 @@ def write_plot(run_dir: str | Path) -> Path | None:
     except ImportError:
         return None
     run_dir = Path(run_dir)
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():  # a checkpoint can come before the first log line
+        return None
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
     train_r = [r for r in records if r["kind"] == "train"]
     val_r = [r for r in records if r["kind"] == "val"]
     if not train_r:

@@ -173,3 +173,48 @@ def test_size_cap_comes_from_argument_environment_or_checkpoint(tiny_model, monk
         assert EnsamSession(tiny_model, device="cpu", max_voxels=100).max_voxels == 100
     finally:
         tiny_model.metadata = {}
+
+
+def _decode_everywhere(monkeypatch, session, value=10.0):
+    """The network answers `value` logits on every voxel of every object."""
+
+    def decode(features, prompts, *args, **kwargs):
+        return torch.full((len(prompts), 1, *session.state.roi.padded), value)
+
+    monkeypatch.setattr(session.model, "decode", decode)
+
+
+def test_rules_keep_an_object_on_its_box_slices_and_obey_clicks(tiny_model, monkeypatch):
+    session = EnsamSession(tiny_model, device="cpu")
+    session.set_image(_volume())
+    _decode_everywhere(monkeypatch, session)
+    session.add_box((8, 10, 10, 15, 19, 19))
+    labels = session.predict()
+    rows = np.flatnonzero(labels.any(axis=(1, 2)))
+    assert rows.min() == 8 and rows.max() == 15  # exactly the box's slices
+    session.add_click((12, 30, 30), positive=False)
+    labels = session.predict()
+    assert labels[12, 30, 30] == 0 and labels[12, 29, 30] == 0 and labels[12, 28, 30] == 1
+
+
+def test_rules_off_give_the_network_answer(tiny_model, monkeypatch):
+    from ensam_infer.rules import PromptRules
+
+    session = EnsamSession(tiny_model, device="cpu", rules=PromptRules.none())
+    session.set_image(_volume())
+    _decode_everywhere(monkeypatch, session)
+    session.add_box((8, 10, 10, 15, 19, 19))
+    labels = session.predict()
+    assert labels[:8].any() and labels[16:].any()  # the crop's margin slices too
+
+
+def test_positive_click_is_part_of_the_answer_even_when_the_network_says_no(
+    tiny_model, monkeypatch
+):
+    session = EnsamSession(tiny_model, device="cpu")
+    session.set_image(_volume())
+    _decode_everywhere(monkeypatch, session, value=-10.0)
+    session.add_click((5, 30, 30), positive=True)
+    labels = session.predict()
+    assert labels[5, 30, 30] == 1 and labels[5, 31, 30] == 1
+    assert (labels == 1).sum() == 7  # the click's ball of radius 1, nothing else

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..challenge import read_case, write_segs
 from .clicks import ClickRecorder, write_step_input
 from .metrics import N_CLICK_STEPS, auc, multiclass_scores
@@ -279,6 +280,13 @@ def _load_segs(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, str]:
     return segs, ""
 
 
+def _copy_without_boxes(source: Path, target: Path) -> None:
+    with np.load(source, allow_pickle=True) as data:
+        kept = {k: data[k] for k in data.files if k != "boxes"}
+    with atomic_path(target) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **kept)
+
+
 def run_case(
     runner: _Method,
     image_path: Path,
@@ -288,8 +296,12 @@ def run_case(
     log: Callable[[str], None] = print,
     on_step: StepHook | None = None,
     predictions_dir: Path | None = None,
+    click_only: bool = False,
 ) -> dict:
     """All steps of one case for one method; returns the per-case CSV row.
+
+    `click_only`: the input is given without its ``boxes`` (as the challenge gives most MR
+    cases), so the box step is skipped and the five clicks are all the method gets.
 
     `work` holds ``inputs/`` (emptied first: it holds only this case) and ``outputs/``
     (kept: the cache and any stale output live there, as in the challenge).
@@ -309,7 +321,10 @@ def run_case(
     row["num_class"] = len(labels)
     row["runtime_upperbound"] = len(labels) * SECONDS_PER_CLASS
     step_input = inputs / case_file
-    shutil.copy(image_path, step_input)
+    if click_only:
+        _copy_without_boxes(image_path, step_input)
+    else:
+        shutil.copy(image_path, step_input)
     with np.load(step_input, allow_pickle=True) as data:
         has_boxes = "boxes" in data.files
         boxes = data["boxes"] if has_boxes else None
@@ -400,6 +415,7 @@ def evaluate(
     keep_work: bool = False,
     on_step: StepHook | None = None,
     log: Callable[[str], None] | None = None,
+    click_only: bool = False,
 ) -> list[dict]:
     """Run the challenge protocol for one or more methods and write the reports.
 
@@ -410,6 +426,7 @@ def evaluate(
     file is rewritten at the next step). `save_predictions` keeps each case's final and
     per-step masks in ``out_dir/predictions/<method>/`` as the organizers do; the per-run
     inputs/outputs folders under ``out_dir/work`` are removed unless `keep_work`.
+    `click_only` removes every case's ``boxes`` (see `run_case`).
     """
     log = log or (lambda msg: print(msg, flush=True))
     images_dir, labels_dir, out_dir = Path(images_dir), Path(labels_dir), Path(out_dir)
@@ -461,6 +478,7 @@ def evaluate(
                         log,
                         on_step,
                         out_dir / "predictions" / m if save_predictions else None,
+                        click_only,
                     )
                 except Exception as exc:  # one bad case never stops the run
                     row = _empty_row(case_file, m, clicks)
@@ -635,6 +653,7 @@ def main_evaluate(args: object) -> int:
             cases=args.cases,
             clicks=args.clicks,
             docker_image=args.image,
+            click_only=args.click_only,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

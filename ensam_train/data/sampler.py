@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..splits import case_files
 from .label_maps import (
     default_data_root,
     default_label_map_root,
@@ -63,7 +64,9 @@ class VolumeSampler:
       first when the object is larger), randomly deformed, and painted with
       :func:`synthesize_image`.
     - ``shapes``: a procedural label map (blobs, tubes, sheets, cells) painted the same way.
-    - ``real``: ``<real_root>/imgs|gts/<case>.npz`` for the cases in ``real_cases`` only
+    - ``real``: the cases in ``real_cases`` only, split entries under ``real_root``
+      (``<folder>/<case>`` → ``<real_root>/<folder>/imgs|gts/<case>.npz``, a bare ``<case>``
+      → ``<real_root>/imgs|gts/<case>.npz``)
       (``None`` or empty disables the source, so evaluation cases never leak in by default),
       used as they are, nearest-downsampled when an axis exceeds ``max_size``.
 
@@ -100,12 +103,10 @@ class VolumeSampler:
         lm_root = Path(label_map_root) if label_map_root is not None else default_label_map_root()
         self.atlas_files = discover_label_maps(lm_root)
 
-        self.real_root = Path(real_root) if real_root is not None else default_data_root() / "real"
+        self.real_root = Path(real_root) if real_root is not None else default_data_root()
         self.real_cases: list[str] = []
         for case in real_cases or []:
-            if (self.real_root / "imgs" / f"{case}.npz").is_file() and (
-                self.real_root / "gts" / f"{case}.npz"
-            ).is_file():
+            if all(p.is_file() for p in case_files(self.real_root, case)):
                 self.real_cases.append(case)
             else:
                 warnings.warn(f"real case {case!r} not found under {self.real_root}", stacklevel=2)
@@ -185,10 +186,11 @@ class VolumeSampler:
         return image, labels, spacing.copy()
 
     def _load_real(self, case: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        with np.load(self.real_root / "imgs" / f"{case}.npz", allow_pickle=True) as z:
+        image_file, labels_file = case_files(self.real_root, case)
+        with np.load(image_file, allow_pickle=True) as z:
             image = np.asarray(z["imgs"])
             spacing = np.asarray(z["spacing"], dtype=np.float64)
-        with np.load(self.real_root / "gts" / f"{case}.npz", allow_pickle=True) as z:
+        with np.load(labels_file, allow_pickle=True) as z:
             labels = np.asarray(z["gts"])
         if image.shape != labels.shape:
             raise ValueError(f"{case}: imgs {image.shape} and gts {labels.shape} differ")

@@ -1,0 +1,142 @@
+"""What the prompts already say about the answer, applied to every prediction.
+
+The network's mask is a guess; some facts about the object are certain from the prompts
+alone, and each rule below enforces one of them on the final label map:
+
+* ``z_range``: a challenge box spans exactly the object's slices (``z_min`` .. ``z_max`` are
+  the label's first and last slice), so an object never appears on slices outside its box.
+  Applied to the logits before the classes are merged, so another class may still win there.
+* ``debris``: a part of an object's mask (a 26-connected component) that touches neither its
+  box nor one of its positive clicks is not what the user pointed at.
+* ``clicks``: a positive click lies inside its object and a negative click outside, so the
+  clicked voxel and its near neighbourhood (``click_radius`` voxels) say so after the step.
+  Clicks are applied in the order they were given: a later click wins where two overlap.
+
+The same functions serve the session (full-volume crops), the challenge runner (through the
+session) and the training loop (network space), so a rule means one thing everywhere.
+Rules are chosen by ``PromptRules``; ``ENSAM_RULES`` (``all``, ``none`` or a comma-separated
+list such as ``z_range,clicks``) sets the default, so script-mode evaluation can ablate them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cc3d
+import numpy as np
+import torch
+
+from .prompts import Box
+
+RULE_NAMES = ("z_range", "debris", "clicks")
+
+
+@dataclass(frozen=True)
+class PromptRules:
+    z_range: bool = True
+    debris: bool = True
+    clicks: bool = True
+    click_radius: int = 1
+
+    @classmethod
+    def none(cls) -> PromptRules:
+        return cls(z_range=False, debris=False, clicks=False)
+
+    @classmethod
+    def parse(cls, text: str) -> PromptRules:
+        """``all``, ``none``, or a comma-separated list of rule names to switch on."""
+        text = text.strip().lower()
+        if text in ("", "all"):
+            return cls()
+        if text == "none":
+            return cls.none()
+        names = {t.strip() for t in text.split(",") if t.strip()}
+        unknown = names - set(RULE_NAMES)
+        if unknown:
+            known = ", ".join(RULE_NAMES)
+            raise ValueError(f"unknown prompt rules {sorted(unknown)} (known: all, none, {known})")
+        return cls(**{n: n in names for n in RULE_NAMES})
+
+    @classmethod
+    def from_env(cls) -> PromptRules:
+        return cls.parse(os.environ.get("ENSAM_RULES", "all"))
+
+    def describe(self) -> str:
+        on = [n for n in RULE_NAMES if getattr(self, n)]
+        return ",".join(on) if on else "none"
+
+
+def outside_box_slices(logits: torch.Tensor, box: Box, start: Sequence[int]) -> torch.Tensor:
+    """Crop-shaped logits (..., D, H, W) with every slice outside the box's z-range set to
+    -inf: the object cannot win a voxel there. `start` is the crop's origin in the volume."""
+    z0 = max(0, box.z0 - int(start[0]))
+    z1 = max(0, box.z1 - int(start[0]) + 1)
+    out = logits.clone()
+    out[..., :z0, :, :] = float("-inf")
+    out[..., z1:, :, :] = float("-inf")
+    return out
+
+
+def remove_debris(
+    labels: np.ndarray,
+    label: int,
+    box: tuple[slice, slice, slice] | None,
+    seeds: Sequence[tuple[int, int, int]],
+) -> int:
+    """Clear the components of `label` that touch neither `box` (slices of `labels`) nor a
+    seed voxel; returns how many voxels were cleared. With neither a box nor a seed nothing
+    says where the object is, and the mask is left alone."""
+    if box is None and not seeds:
+        return 0
+    mask = labels == label
+    if not mask.any():
+        return 0
+    components = cc3d.connected_components(mask, connectivity=26)
+    keep = set()
+    if box is not None:
+        keep.update(int(v) for v in np.unique(components[box]))
+    shape = labels.shape
+    for p in seeds:
+        if all(0 <= c < n for c, n in zip(p, shape, strict=True)):
+            keep.add(int(components[tuple(p)]))
+    keep.discard(0)
+    debris = mask & ~np.isin(components, list(keep))
+    labels[debris] = 0
+    return int(debris.sum())
+
+
+def enforce_clicks(
+    labels: np.ndarray,
+    label: int,
+    points: Sequence[tuple[int, int, int]],
+    positive: Sequence[bool],
+    radius: int = 1,
+) -> None:
+    """Positive clicks paint `label` on a ball of `radius` voxels around them; negative
+    clicks clear `label` there (other classes keep their voxels). In click order."""
+    for p, is_positive in zip(points, positive, strict=True):
+        region = _ball(p, radius, labels.shape)
+        if region is None:
+            continue
+        slices, ball = region
+        view = labels[slices]
+        if is_positive:
+            view[ball] = label
+        else:
+            view[ball & (view == label)] = 0
+
+
+def _ball(
+    point: Sequence[int], radius: int, shape: tuple[int, ...]
+) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
+    """The slices of the cube around `point` clipped to `shape`, and the ball inside it."""
+    if not all(0 <= c < n for c, n in zip(point, shape, strict=True)):
+        return None
+    lo = [max(0, int(c) - radius) for c in point]
+    hi = [min(n, int(c) + radius + 1) for c, n in zip(point, shape, strict=True)]
+    offsets = [slice(a - int(c), b - int(c)) for a, b, c in zip(lo, hi, point, strict=True)]
+    grids = np.ogrid[tuple(offsets)]
+    ball = sum(g.astype(np.int64) ** 2 for g in grids) <= radius * radius
+    return tuple(slice(a, b) for a, b in zip(lo, hi, strict=True)), ball

@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+import torch
+
+from ensam_infer.prompts import Box
+from ensam_infer.rules import (
+    PromptRules,
+    enforce_clicks,
+    outside_box_slices,
+    remove_debris,
+)
+
+
+def test_parse_names_all_and_none():
+    assert PromptRules.parse("all") == PromptRules()
+    assert PromptRules.parse("none") == PromptRules.none()
+    only = PromptRules.parse("z_range, clicks")
+    assert (only.z_range, only.debris, only.clicks) == (True, False, True)
+    assert only.describe() == "z_range,clicks"
+    with pytest.raises(ValueError, match="unknown prompt rules"):
+        PromptRules.parse("z_range,magic")
+
+
+def test_from_env(monkeypatch):
+    monkeypatch.setenv("ENSAM_RULES", "debris")
+    assert PromptRules.from_env() == PromptRules(z_range=False, debris=True, clicks=False)
+    monkeypatch.delenv("ENSAM_RULES")
+    assert PromptRules.from_env() == PromptRules()
+
+
+def test_outside_box_slices_only_keeps_the_box_z_range():
+    logits = torch.zeros((10, 4, 4))
+    # crop starts at z=5 of the volume; the box covers volume slices 7..9 = crop 2..4
+    out = outside_box_slices(logits, Box(7, 0, 0, 9, 3, 3), start=(5, 0, 0))
+    finite = torch.isfinite(out).all(dim=(1, 2))
+    assert finite.tolist() == [False, False, True, True, True] + [False] * 5
+    assert torch.equal(logits, torch.zeros((10, 4, 4)))  # the input is not changed
+
+
+def test_outside_box_slices_box_starting_before_the_crop():
+    out = outside_box_slices(torch.zeros((6, 2, 2)), Box(0, 0, 0, 3, 1, 1), start=(2, 0, 0))
+    assert torch.isfinite(out).all(dim=(1, 2)).tolist() == [True, True, False, False, False, False]
+
+
+def _two_blobs() -> np.ndarray:
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[1:3, 1:3, 1:3] = 1  # 8 voxels, inside the box below
+    labels[7:9, 7:9, 7:9] = 1  # 8 voxels, far from it
+    labels[5, 5, 0] = 2  # another class is never touched
+    return labels
+
+
+def test_debris_keeps_what_touches_the_box():
+    labels = _two_blobs()
+    box = (slice(0, 2), slice(0, 2), slice(0, 2))
+    assert remove_debris(labels, 1, box, seeds=[]) == 8
+    assert labels[1:3, 1:3, 1:3].all() and not labels[7:9, 7:9, 7:9].any()
+    assert labels[5, 5, 0] == 2
+
+
+def test_debris_keeps_what_holds_a_positive_click():
+    labels = _two_blobs()
+    box = (slice(0, 2), slice(0, 2), slice(0, 2))
+    assert remove_debris(labels, 1, box, seeds=[(8, 8, 8)]) == 0
+    assert (labels == 1).sum() == 16
+    # click-only: the seed decides alone
+    assert remove_debris(labels, 1, None, seeds=[(8, 8, 8)]) == 8
+    assert labels[7:9, 7:9, 7:9].all() and not labels[1:3, 1:3, 1:3].any()
+
+
+def test_debris_without_box_or_seed_changes_nothing():
+    labels = _two_blobs()
+    assert remove_debris(labels, 1, None, seeds=[]) == 0
+    assert (labels == 1).sum() == 16
+
+
+def test_diagonal_neighbours_are_one_component():
+    labels = np.zeros((5, 5, 5), np.uint8)
+    labels[1, 1, 1] = labels[2, 2, 2] = 1  # 26-connected, not 6-connected
+    assert remove_debris(labels, 1, None, seeds=[(1, 1, 1)]) == 0
+    assert (labels == 1).sum() == 2
+
+
+def test_clicks_paint_and_clear_a_ball_in_order():
+    labels = np.zeros((7, 7, 7), np.uint8)
+    labels[0, 0, 0] = 2
+    enforce_clicks(labels, 1, [(3, 3, 3)], [True], radius=1)
+    assert (labels == 1).sum() == 7  # centre and its 6 face neighbours
+    assert labels[3, 3, 3] == 1 and labels[2, 3, 3] == 1 and labels[2, 2, 3] == 0
+    enforce_clicks(labels, 1, [(3, 3, 3), (3, 3, 3)], [True, False], radius=0)
+    assert labels[3, 3, 3] == 0  # the later negative click wins
+    labels[1, 1, 1] = 2
+    enforce_clicks(labels, 1, [(1, 1, 1)], [False], radius=1)
+    assert labels[1, 1, 1] == 2  # a negative click of class 1 leaves class 2 alone
+
+
+def test_clicks_at_the_border_and_outside_are_safe():
+    labels = np.zeros((3, 3, 3), np.uint8)
+    enforce_clicks(labels, 4, [(0, 0, 0), (5, 5, 5)], [True, True], radius=2)
+    assert labels[0, 0, 0] == 4 and labels[2, 2, 2] == 0
+    # the ball of radius 2 clipped to its corner octant: 1 + 3 + 3 + 3 + 1 voxels
+    assert (labels == 4).sum() == 11
