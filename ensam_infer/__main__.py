@@ -108,8 +108,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 RULES_HELP = (
-    "prompt rules applied to every answer: all (default), none, or a comma-separated list "
-    "of z_range, debris, clicks (see README)"
+    "prompt rules applied to every answer: default, all, none, or a comma-separated list "
+    "of z_range, debris, clicks, box_prior (see README)"
 )
 
 

@@ -8,14 +8,18 @@ alone, and each rule below enforces one of them on the final label map:
   Applied to the logits before the classes are merged, so another class may still win there.
 * ``debris``: a part of an object's mask (a 26-connected component) that touches neither its
   box nor one of its positive clicks is not what the user pointed at.
+* ``box_prior`` (a prompt, not a check): the box step starts from the box itself, its
+  middle-slice rectangle over its z-range as pseudo-logits in the dense prompt, so the network
+  corrects the box instead of drawing the object from nothing.
 * ``clicks``: a positive click lies inside its object and a negative click outside, so the
   clicked voxel and its near neighbourhood (``click_radius`` voxels) say so after the step.
   Clicks are applied in the order they were given: a later click wins where two overlap.
 
 The same functions serve the session (full-volume crops), the challenge runner (through the
 session) and the training loop (network space), so a rule means one thing everywhere.
-Rules are chosen by ``PromptRules``; ``ENSAM_RULES`` (``all``, ``none`` or a comma-separated
-list such as ``z_range,clicks``) sets the default, so script-mode evaluation can ablate them.
+Rules are chosen by ``PromptRules`` (its defaults are the set that won on validation);
+``ENSAM_RULES`` (``default``, ``all``, ``none`` or a comma-separated list such as
+``z_range,clicks``) sets the session default, so script-mode evaluation can ablate them.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ import torch
 
 from .prompts import Box
 
-RULE_NAMES = ("z_range", "debris", "clicks")
+RULE_NAMES = ("z_range", "debris", "clicks", "box_prior")
+# pseudo-logits of a mask given as a dense prompt (as for a previous answer without logits)
+PSEUDO_LOGIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -38,34 +44,50 @@ class PromptRules:
     z_range: bool = True
     debris: bool = True
     clicks: bool = True
+    box_prior: bool = False
     click_radius: int = 1
 
     @classmethod
     def none(cls) -> PromptRules:
-        return cls(z_range=False, debris=False, clicks=False)
+        return cls(z_range=False, debris=False, clicks=False, box_prior=False)
 
     @classmethod
     def parse(cls, text: str) -> PromptRules:
-        """``all``, ``none``, or a comma-separated list of rule names to switch on."""
+        """``default``, ``all``, ``none``, or a comma-separated list of rules to switch on."""
         text = text.strip().lower()
-        if text in ("", "all"):
+        if text in ("", "default"):
             return cls()
+        if text == "all":
+            return cls(**dict.fromkeys(RULE_NAMES, True))
         if text == "none":
             return cls.none()
         names = {t.strip() for t in text.split(",") if t.strip()}
         unknown = names - set(RULE_NAMES)
         if unknown:
             known = ", ".join(RULE_NAMES)
-            raise ValueError(f"unknown prompt rules {sorted(unknown)} (known: all, none, {known})")
+            raise ValueError(
+                f"unknown prompt rules {sorted(unknown)} (known: default, all, none, {known})"
+            )
         return cls(**{n: n in names for n in RULE_NAMES})
 
     @classmethod
     def from_env(cls) -> PromptRules:
-        return cls.parse(os.environ.get("ENSAM_RULES", "all"))
+        return cls.parse(os.environ.get("ENSAM_RULES", "default"))
 
     def describe(self) -> str:
         on = [n for n in RULE_NAMES if getattr(self, n)]
         return ",".join(on) if on else "none"
+
+
+def box_prior_logits(
+    net_box: Sequence[int], padded: Sequence[int], value: float = PSEUDO_LOGIT
+) -> torch.Tensor:
+    """(1, 1, *padded) pseudo-logits: +value inside the network-space box (inclusive corners
+    z0, y0, x0, z1, y1, x1), -value elsewhere."""
+    out = torch.full((1, 1, *padded), -value)
+    z0, y0, x0, z1, y1, x1 = (int(v) for v in net_box)
+    out[..., z0 : z1 + 1, y0 : y1 + 1, x0 : x1 + 1] = value
+    return out
 
 
 def outside_box_slices(logits: torch.Tensor, box: Box, start: Sequence[int]) -> torch.Tensor:

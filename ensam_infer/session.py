@@ -27,7 +27,13 @@ from .roi import (
     prepare_input,
     roi_for_prompts,
 )
-from .rules import PromptRules, enforce_clicks, outside_box_slices, remove_debris
+from .rules import (
+    PromptRules,
+    box_prior_logits,
+    enforce_clicks,
+    outside_box_slices,
+    remove_debris,
+)
 
 MAX_LABEL = 255
 
@@ -98,7 +104,7 @@ class EnsamSession:
         else what the checkpoint recommends (`inference_max_voxels` in its metadata), else
         the reference 256*128*128.
         rules: what the prompts say that every answer must respect (`ensam_infer.rules`);
-        default: ENSAM_RULES if set, else all of them. `PromptRules.none()` gives the
+        default: ENSAM_RULES if set, else the validated default set. `PromptRules.none()` gives the
         network's raw answer."""
         self.device = resolve_device(device)
         if self.device.type == "cpu":
@@ -281,7 +287,7 @@ class EnsamSession:
         for start in range(0, len(ids), size):
             chunk = ids[start : start + size]
             prompts = [self._network_prompt(self.objects[i], roi) for i in chunk]
-            prev = [self.state.logits.get(i) for i in chunk]
+            prev = [self._previous_logits(i, p, roi) for i, p in zip(chunk, prompts, strict=True)]
             prev_logits = prev_valid = None
             if any(p is not None for p in prev):
                 zeros = torch.zeros((1, 1, *roi.padded))
@@ -293,6 +299,16 @@ class EnsamSession:
             for k, i in enumerate(chunk):
                 self.state.logits[i] = out[k : k + 1].float().cpu()
                 self._stale.discard(i)
+
+    def _previous_logits(
+        self, object_id: int, prompt: ClassPrompt, roi: Roi
+    ) -> torch.Tensor | None:
+        """The dense prompt: the object's latest logits; at its first step, the box itself
+        when the box_prior rule is on."""
+        logits = self.state.logits.get(object_id)
+        if logits is None and self.rules.box_prior and prompt.box is not None:
+            logits = box_prior_logits(prompt.box, roi.padded)
+        return logits
 
     @staticmethod
     def _network_prompt(obj: ObjectPrompts, roi: Roi) -> ClassPrompt:

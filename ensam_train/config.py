@@ -14,6 +14,7 @@ DEFAULTS: dict = {
         "synth_size": 96,
         "probs": {"atlas": 0.55, "shapes": 0.25, "real": 0.2},
         "p_no_box": 0.1,
+        "p_single_slice": 0.0,
         "real_split": "training",
     },
     "train": {

@@ -66,15 +66,32 @@ def make_example(
     max_voxels: int,
     p_no_box: float = 0.1,
     augment: bool = True,
+    p_single_slice: float = 0.0,
 ) -> Example:
+    """`p_single_slice`: the share of objects labelled on one slice only (as lesions marked
+    on their largest slice are); the image keeps the whole object."""
     if augment:
         image, mask = random_flip_permute(image, mask, rng)
+    # drawn only when enabled, so the example streams of older configs stay the same
+    if p_single_slice > 0 and rng.random() < p_single_slice:
+        mask = single_slice(mask, rng)
     box = None if rng.random() < p_no_box else challenge_box(mask, rng)
     roi = training_roi(image.shape, box, rng, max_voxels)
     x = prepare_input(image, roi)[0]
     target = mask_to_network(mask, roi)[0]  # fraction of each network voxel in the object
     net_box = roi.box_to_network(box) if box is not None else None
     return Example(x, target, net_box)
+
+
+def single_slice(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The object on one random slice (axis 0) that holds at least a tenth of its largest
+    slice's voxels, nothing elsewhere."""
+    per_slice = mask.reshape(mask.shape[0], -1).sum(axis=1)
+    candidates = np.flatnonzero(per_slice >= max(1, per_slice.max() // 10))
+    z = int(candidates[int(rng.integers(candidates.size))])
+    out = np.zeros_like(mask)
+    out[z] = mask[z]
+    return out
 
 
 def random_flip_permute(

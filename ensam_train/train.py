@@ -47,6 +47,7 @@ class ExampleStream(torch.utils.data.Dataset):
         self.seed = cfg["train"]["seed"]
         self.max_voxels = cfg["train"]["max_voxels"]
         self.p_no_box = data["p_no_box"]
+        self.p_single_slice = data["p_single_slice"]
 
     def __len__(self) -> int:
         return 2**62
@@ -55,7 +56,9 @@ class ExampleStream(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, index])
         image, labels, _ = self.sampler.sample(rng)
         mask = pick_target(labels, rng)
-        return make_example(image, mask, rng, self.max_voxels, self.p_no_box)
+        return make_example(
+            image, mask, rng, self.max_voxels, self.p_no_box, p_single_slice=self.p_single_slice
+        )
 
 
 class FromIndex(torch.utils.data.Sampler):

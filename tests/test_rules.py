@@ -5,6 +5,7 @@ import torch
 from ensam_infer.prompts import Box
 from ensam_infer.rules import (
     PromptRules,
+    box_prior_logits,
     enforce_clicks,
     outside_box_slices,
     remove_debris,
@@ -12,8 +13,10 @@ from ensam_infer.rules import (
 
 
 def test_parse_names_all_and_none():
-    assert PromptRules.parse("all") == PromptRules()
+    assert PromptRules.parse("default") == PromptRules()
     assert PromptRules.parse("none") == PromptRules.none()
+    every = PromptRules.parse("all")
+    assert every.z_range and every.debris and every.clicks and every.box_prior
     only = PromptRules.parse("z_range, clicks")
     assert (only.z_range, only.debris, only.clicks) == (True, False, True)
     assert only.describe() == "z_range,clicks"
@@ -23,7 +26,9 @@ def test_parse_names_all_and_none():
 
 def test_from_env(monkeypatch):
     monkeypatch.setenv("ENSAM_RULES", "debris")
-    assert PromptRules.from_env() == PromptRules(z_range=False, debris=True, clicks=False)
+    assert PromptRules.from_env() == PromptRules(
+        z_range=False, debris=True, clicks=False, box_prior=False
+    )
     monkeypatch.delenv("ENSAM_RULES")
     assert PromptRules.from_env() == PromptRules()
 
@@ -100,3 +105,12 @@ def test_clicks_at_the_border_and_outside_are_safe():
     assert labels[0, 0, 0] == 4 and labels[2, 2, 2] == 0
     # the ball of radius 2 clipped to its corner octant: 1 + 3 + 3 + 3 + 1 voxels
     assert (labels == 4).sum() == 11
+
+
+def test_box_prior_is_the_network_space_box():
+    logits = box_prior_logits((1, 2, 3, 2, 4, 5), (4, 8, 8))
+    assert logits.shape == (1, 1, 4, 8, 8)
+    inside = logits[0, 0] > 0
+    assert inside.sum() == 2 * 3 * 3
+    assert inside[1:3, 2:5, 3:6].all()
+    assert set(logits.unique().tolist()) == {-5.0, 5.0}

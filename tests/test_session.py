@@ -218,3 +218,29 @@ def test_positive_click_is_part_of_the_answer_even_when_the_network_says_no(
     labels = session.predict()
     assert labels[5, 30, 30] == 1 and labels[5, 31, 30] == 1
     assert (labels == 1).sum() == 7  # the click's ball of radius 1, nothing else
+
+
+@pytest.mark.parametrize("box_prior", [False, True])
+def test_box_prior_is_the_first_dense_prompt(tiny_model, monkeypatch, box_prior):
+    from ensam_infer.rules import PromptRules
+
+    session = EnsamSession(tiny_model, device="cpu", rules=PromptRules(box_prior=box_prior))
+    session.set_image(_volume())
+    seen = []
+    original = session.model.decode
+
+    def spy(features, prompts, prev_logits=None, prev_valid=None):
+        seen.append(prev_logits)
+        return original(features, prompts, prev_logits, prev_valid)
+
+    monkeypatch.setattr(session.model, "decode", spy)
+    session.add_box((8, 10, 10, 15, 19, 19))
+    session.predict()
+    if not box_prior:
+        assert seen[0] is None
+    else:
+        inside = seen[0][0, 0] > 0
+        roi = session.state.roi
+        z0, y0, x0, z1, y1, x1 = roi.box_to_network(session.objects[1].box)
+        assert inside.sum() == (z1 - z0 + 1) * (y1 - y0 + 1) * (x1 - x0 + 1)
+        assert inside[z0, y0, x0] and inside[z1, y1, x1]
