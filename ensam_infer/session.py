@@ -39,11 +39,19 @@ MAX_LABEL = 255
 
 
 def default_weights() -> Path:
-    """ENSAM_WEIGHTS if set, else the weights shipped beside the package."""
+    """ENSAM_WEIGHTS if set, else the shipped weights: inside the package when installed from
+    a wheel (`ensam_infer/weights/ensam.pt`), else the checkout's top-level `weights/ensam.pt`.
+    With neither present, the path that the error message should name."""
     env = os.environ.get("ENSAM_WEIGHTS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "weights" / "ensam.pt"
+    package = Path(__file__).resolve().parent
+    installed = package / "weights" / "ensam.pt"
+    checkout = package.parent / "weights" / "ensam.pt"
+    for path in (installed, checkout):
+        if path.is_file():
+            return path
+    return installed if installed.parent.is_dir() else checkout
 
 
 def model_fingerprint(model: Ensam) -> str:
