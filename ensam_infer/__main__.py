@@ -63,7 +63,12 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     except (OSError, ValueError, PromptError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{args.output}: {len(objects)} objects, {time.perf_counter() - t0:.2f} s")
+    import numpy as np  # loaded already by the session: no start-up cost
+
+    voxels = np.bincount(mask.ravel(), minlength=max(objects, default=0) + 1)
+    per_object = ", ".join(f"{i}: {int(voxels[i])} voxels" for i in sorted(objects))
+    seconds = time.perf_counter() - t0
+    print(f"{args.output}: {len(objects)} objects ({per_object}), {seconds:.2f} s")
     return 0
 
 
@@ -107,14 +112,59 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return main_evaluate(args)
 
 
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    import json
+
+    from ensam_train.finetune import FinetuneError, finetune
+
+    try:
+        overrides = json.loads(args.set) if args.set else None
+    except json.JSONDecodeError as exc:
+        print(f"error: --set is not JSON: {exc}", file=sys.stderr)
+        return 2
+    try:
+        finetune(
+            args.data,
+            args.run_dir,
+            weights=args.weights,
+            steps=args.steps,
+            minutes=args.minutes,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            overrides=overrides,
+            device=args.device,
+        )
+    except FinetuneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: run the same command again to resume {args.run_dir}", file=sys.stderr)
+        return 130
+    return 0
+
+
 RULES_HELP = (
     "prompt rules applied to every answer: default, all, none, or a comma-separated list "
     "of z_range, debris, clicks, box_prior (see README)"
 )
 
 
+class _VersionAction(argparse.Action):
+    """`--version`: the version is looked up only when asked (start-up time counts)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from . import version
+
+        print(f"ensam {version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ensam_infer", description=__doc__)
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="segment every challenge npz in a folder")
@@ -164,6 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-voxels", type=int, default=None, help="network input size cap")
     p.add_argument("--rules", default=None, help=RULES_HELP)
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("finetune", help="fine-tune on your own labelled folder (resumable)")
+    p.add_argument(
+        "--data", required=True, help="imagesTr/+labelsTr/, images/+labels/ or imgs/+gts/"
+    )
+    p.add_argument("--run-dir", required=True, help="run folder (re-run the command to resume)")
+    p.add_argument("--weights", default=None, help="starting weights (default: shipped weights)")
+    p.add_argument("--steps", type=int, default=300, help="train up to this step (default 300)")
+    p.add_argument("--minutes", type=float, default=None, help="stop training after this time")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of cases held out")
+    p.add_argument("--seed", type=int, default=0, help="held-out split and example stream")
+    p.add_argument("--device", default="auto", help="device of the evaluations")
+    p.add_argument(
+        "--set", default=None, help='JSON config overrides, e.g. \'{"train": {"lr": 1e-4}}\''
+    )
+    p.set_defaults(func=_cmd_finetune)
     return parser
 
 

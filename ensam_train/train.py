@@ -30,20 +30,38 @@ from .optim import build_optimizers, lr_factor
 from .splits import case_files, load_split, shared_data_root
 
 
-class ExampleStream(torch.utils.data.Dataset):
-    """Example i is a pure function of (seed, i): a resumed run continues the same stream."""
+class CaseSampler:
+    """Volumes drawn uniformly from given (image uint8, labels, spacing) cases, in place of
+    the synthetic/atlas/real mix (fine-tuning on a user's own folder)."""
 
-    def __init__(self, cfg: dict) -> None:
+    def __init__(self, volumes: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        if not volumes:
+            raise ValueError("no training volumes")
+        self.volumes = list(volumes)
+
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.volumes[int(rng.integers(len(self.volumes)))]
+
+
+class ExampleStream(torch.utils.data.Dataset):
+    """Example i is a pure function of (seed, i): a resumed run continues the same stream.
+
+    `volumes`: draw from these cases only (see CaseSampler) instead of the configured mix."""
+
+    def __init__(self, cfg: dict, volumes: list | None = None) -> None:
         data = cfg["data"]
-        root = shared_data_root()
-        self.sampler = VolumeSampler(
-            label_map_root=root / "label_maps",
-            real_root=root,
-            real_cases=load_split(data["real_split"]) if data["real_split"] else None,
-            probs=data["probs"],
-            max_size=data["max_size"],
-            synth_size=data["synth_size"],
-        )
+        if volumes is not None:
+            self.sampler = CaseSampler(volumes)
+        else:
+            root = shared_data_root()
+            self.sampler = VolumeSampler(
+                label_map_root=root / "label_maps",
+                real_root=root,
+                real_cases=load_split(data["real_split"]) if data["real_split"] else None,
+                probs=data["probs"],
+                max_size=data["max_size"],
+                synth_size=data["synth_size"],
+            )
         self.seed = cfg["train"]["seed"]
         self.max_voxels = cfg["train"]["max_voxels"]
         self.p_no_box = data["p_no_box"]
@@ -137,8 +155,12 @@ def train(
     init_weights: str | Path | None = None,
     max_minutes: float | None = None,
     max_steps: int | None = None,
+    volumes: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
 ) -> dict:
-    """Train (or resume) the run in `run_dir`. Returns the last logged metrics."""
+    """Train (or resume) the run in `run_dir`. Returns the last logged metrics.
+
+    `volumes`: train on these (image uint8, labels, spacing) cases only, with no validation
+    on the shared held-out cases (give the same cases again to resume)."""
     run_dir = Path(run_dir).expanduser()
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.pt"
@@ -177,7 +199,7 @@ def train(
     # (warmed-up or decayed) rate of its last step, not the base rate.
     base_lrs = [[tc["lr"] for _ in o.param_groups] for o in opts]
 
-    stream = ExampleStream(cfg)
+    stream = ExampleStream(cfg, volumes)
     loader = torch.utils.data.DataLoader(
         stream,
         batch_size=None,
@@ -187,7 +209,8 @@ def train(
         prefetch_factor=4 if tc["workers"] > 0 else None,
         persistent_workers=False,
     )
-    val_examples = validation_examples(cfg, tc["val_objects"]) if rank == 0 else []
+    shared_val = rank == 0 and volumes is None
+    val_examples = validation_examples(cfg, tc["val_objects"]) if shared_val else []
     click_rng = np.random.default_rng([tc["seed"], 7, state["step"]])
     amp = None
     if device.type == "cuda":
