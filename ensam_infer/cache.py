@@ -25,7 +25,10 @@ from .roi import Roi
 from .session import SessionState
 
 CACHE_DIRNAME = ".ensam_cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: one region per object
+# Feature values kept on disk per case (float16): 256 MB. The reference's largest region
+# (256*128*128 voxels) has about 89M values over its four levels.
+FEATURE_BUDGET = 128 * 1024 * 1024
 KEEP_CASES = 2  # the outputs folder is shared by every case: keep only the newest few
 
 
@@ -35,53 +38,79 @@ def array_hash(array: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _roi_key(roi: Roi) -> list[list[int]]:
+    return [list(roi.start), list(roi.stop), list(roi.pool)]
+
+
 class CaseCache:
     def __init__(self, output_dir: str | Path, case_name: str, model_id: str) -> None:
         self.root = Path(output_dir) / CACHE_DIRNAME
         self.dir = self.root / case_name
         self.model_id = model_id
 
-    def _meta(self, image_hash: str, roi: Roi) -> dict:
-        return {
-            "version": CACHE_VERSION,
-            "model": self.model_id,
-            "image": image_hash,
-            "roi": [list(roi.start), list(roi.stop), list(roi.pool)],
-        }
+    def _meta(self, image_hash: str) -> dict:
+        return {"version": CACHE_VERSION, "model": self.model_id, "image": image_hash}
 
-    def load(self, image_hash: str, roi: Roi, prev_pred_hash: str | None) -> SessionState | None:
-        """The cached state if it is valid for this image, region and previous prediction."""
+    def load(
+        self, image_hash: str, rois: dict[int, Roi], prev_pred_hash: str | None
+    ) -> SessionState | None:
+        """What the cache holds that is valid for this image, these object regions and this
+        previous prediction: each object's logits when its region is unchanged and the
+        prediction they made is `prev_pred`, and the features of every region still in use.
+        None when nothing is usable."""
         try:
             meta = json.loads((self.dir / "meta.json").read_text())
-            expected = self._meta(image_hash, roi)
-            if any(meta.get(k) != v for k, v in expected.items()):
+            if any(meta.get(k) != v for k, v in self._meta(image_hash).items()):
                 return None
             payload = torch.load(self.dir / "state.pt", map_location="cpu", weights_only=True)
             if payload.get("token") != meta.get("token"):
                 return None
-            features = [f.float() for f in payload["features"]]
-            logits = {int(k): v.float() for k, v in payload["logits"].items()}
-            if any(tuple(v.shape[2:]) != roi.padded for v in logits.values()):
-                return None
-            grid = tuple(n // (2 ** (len(features) - 1)) for n in roi.padded)
-            if tuple(features[-1].shape[2:]) != grid:
-                return None
-            if prev_pred_hash is None or meta.get("segs") != prev_pred_hash:
-                logits = {}  # features are still good; logits belong to another prediction
-            return SessionState(roi=roi, features=features, logits=logits)
+            state = SessionState(rois=dict(rois))
+            wanted = {json.dumps(_roi_key(r)): r for r in rois.values()}
+            for key, features in payload["features"].items():
+                roi = wanted.get(key)
+                if roi is not None and self._fits(features, roi):
+                    state.features[roi] = [f.float() for f in features]
+            if prev_pred_hash is not None and meta.get("segs") == prev_pred_hash:
+                cached_rois = meta.get("rois", {})
+                for k, logits in payload["logits"].items():
+                    i = int(k)
+                    roi = rois.get(i)
+                    if roi is None or cached_rois.get(k) != _roi_key(roi):
+                        continue
+                    if tuple(logits.shape[2:]) == roi.padded:
+                        state.logits[i] = logits.float()
+            return state if state.features or state.logits else None
         except Exception:  # any fault in a cache means "no cache", never a failed case
             return None
 
+    @staticmethod
+    def _fits(features: list[torch.Tensor], roi: Roi) -> bool:
+        grid = tuple(n // (2 ** (len(features) - 1)) for n in roi.padded)
+        return tuple(features[-1].shape[2:]) == grid and tuple(features[0].shape[2:]) == roi.padded
+
     def save(self, image_hash: str, state: SessionState, segs_hash: str) -> None:
-        """Store the state that produced `segs` (written before this is called)."""
+        """Store the state that produced `segs` (written before this is called). Features
+        are kept only up to FEATURE_BUDGET values: past that, re-encoding a region costs
+        less than writing and reading its features at every step."""
         self.dir.mkdir(parents=True, exist_ok=True)
         token = f"{time.time_ns()}-{os.getpid()}"
-        meta = {**self._meta(image_hash, state.roi), "segs": segs_hash, "token": token}
-        # Features in half precision halve the disk traffic; their rounding error is far
-        # below what changes a mask.
+        rois = {str(i): _roi_key(r) for i, r in state.rois.items() if i in state.logits}
+        meta = {**self._meta(image_hash), "rois": rois, "segs": segs_hash, "token": token}
+        features, budget = {}, FEATURE_BUDGET
+        for roi, feats in state.features.items():
+            size = sum(f.numel() for f in feats)
+            if size > budget:
+                continue
+            budget -= size
+            # Half precision halves the disk traffic; its rounding error is far below what
+            # changes a mask.
+            features[json.dumps(_roi_key(roi))] = [
+                f.detach().to("cpu", torch.float16) for f in feats
+            ]
         payload = {
             "token": token,
-            "features": [f.detach().to("cpu", torch.float16) for f in state.features],
+            "features": features,
             "logits": {str(k): v.to("cpu", torch.float16) for k, v in state.logits.items()},
         }
         (self.dir / "meta.json").unlink(missing_ok=True)

@@ -25,12 +25,17 @@ class LabelMerger:
         self.best = torch.full(shape, BACKGROUND_PROBABILITY, dtype=torch.float32)
         self.labels = torch.zeros(shape, dtype=torch.uint8)
 
-    def add(self, label: int, logits: torch.Tensor) -> None:
-        """Merge one class's logits (crop-shaped); ties keep the earlier class."""
+    def add(
+        self, label: int, logits: torch.Tensor, region: tuple[slice, ...] | None = None
+    ) -> None:
+        """Merge one class's logits, which cover `region` of the crop (default: all of it);
+        ties keep the earlier class."""
+        region = region or tuple(slice(None) for _ in range(3))
+        best = self.best[region]
         prob = torch.sigmoid(logits.float())
-        win = prob > self.best
-        self.best = torch.where(win, prob, self.best)
-        self.labels[win] = label
+        win = prob > best
+        best[win] = prob[win]  # views: writes go to the crop's arrays
+        self.labels[region][win] = label
 
     def present(self, label: int) -> bool:
         return bool((self.labels == label).any())
@@ -38,11 +43,12 @@ class LabelMerger:
     def ensure_present(
         self, label: int, logits: torch.Tensor, region: tuple[slice, slice, slice] | None
     ) -> bool:
-        """Raise `label`'s logits inside `region` until it wins a voxel; True if it did."""
+        """Raise `label`'s logits, which cover `region` of the crop (default: all of it),
+        until it wins a voxel there; True if it did."""
         if self.present(label):
             return True
         region = region or tuple(slice(None) for _ in range(3))
-        sub_logits = logits[region].float()
+        sub_logits = logits.float()
         sub_best = self.best[region]
         for step in range(1, ENSURE_STEPS + 1):
             prob = torch.sigmoid(sub_logits + step * ENSURE_STEP_SIZE)

@@ -42,9 +42,9 @@ def segment_case(
     if not ids:
         return np.zeros(case.image.shape, np.uint8), None, ""
     image_hash = array_hash(case.image)
-    roi = session.roi()
+    rois = session.regions()
     prev_hash = array_hash(case.prev_pred) if case.prev_pred is not None else None
-    cached = cache.load(image_hash, roi, prev_hash) if cache is not None else None
+    cached = cache.load(image_hash, rois, prev_hash) if cache is not None else None
     if cached is not None:
         # Objects without a new click keep their cached logits and are not decoded again.
         session.restore(cached, stale={k for k in ids if case.new_click[k - 1]})
@@ -94,7 +94,7 @@ def predict_file(
         labels, state, image_hash = segment_case(session, case, cache)
         segs = labels.reshape(case.original_shape)
         write_segs(output_dir / f"{case.name}.npz", segs)
-        if cache is not None and state is not None and state.features is not None:
+        if cache is not None and state is not None and state.logits:
             try:
                 cache.save(image_hash, state, array_hash(labels))
             except Exception as exc:  # a cache that cannot be written costs time, not results

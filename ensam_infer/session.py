@@ -36,6 +36,7 @@ from .rules import (
 )
 
 MAX_LABEL = 255
+CROP_MODES = ("union", "object")
 
 
 def default_weights() -> Path:
@@ -64,6 +65,13 @@ def model_fingerprint(model: Ensam) -> str:
     return h.hexdigest()[:16]
 
 
+def _within(roi: Roi, frame: Roi) -> tuple[slice, slice, slice]:
+    """The slices of `frame`'s crop that `roi`'s crop covers."""
+    return tuple(
+        slice(a - f, b - f) for a, b, f in zip(roi.start, roi.stop, frame.start, strict=True)
+    )
+
+
 def to_uint8(volume: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
     """Map any real-valued volume to 0..255 as the challenge files are: a given window, or
     the 0.5-99.5 percentiles of the volume. uint8 volumes pass through untouched."""
@@ -90,12 +98,13 @@ def to_uint8(volume: np.ndarray, window: tuple[float, float] | None = None) -> n
 
 @dataclass
 class SessionState:
-    """What a session knows about its image beyond the prompts: the encoder features for a
-    region and each object's latest low-resolution logits in that region's network space."""
+    """What a session knows about its image beyond the prompts: for each object, the region
+    its network input covers and its latest low-resolution logits in that region's network
+    space; and the encoder features of each region (objects of one region share them)."""
 
-    roi: Roi | None = None
-    features: list[torch.Tensor] | None = None
+    rois: dict[int, Roi] = field(default_factory=dict)
     logits: dict[int, torch.Tensor] = field(default_factory=dict)
+    features: dict[Roi, list[torch.Tensor]] = field(default_factory=dict)
 
 
 class EnsamSession:
@@ -106,14 +115,19 @@ class EnsamSession:
         class_chunk: int | None = None,
         max_voxels: int | None = None,
         rules: PromptRules | None = None,
+        crop: str | None = None,
     ) -> None:
         """weights: a checkpoint path (default: the shipped weights) or a built model.
         max_voxels: the size cap of the network input; default: ENSAM_MAX_VOXELS if set,
         else what the checkpoint recommends (`inference_max_voxels` in its metadata), else
         the reference 256*128*128.
         rules: what the prompts say that every answer must respect (`ensam_infer.rules`);
-        default: ENSAM_RULES if set, else the validated default set. `PromptRules.none()` gives the
-        network's raw answer."""
+        default: ENSAM_RULES if set, else the validated default set. `PromptRules.none()`
+        gives the network's raw answer.
+        crop: "union" (the reference: one region, the union of every object's prompts, one
+        encoder pass for all) or "object" (each object its own region around its own
+        prompts, at its own scale, as in training); default: ENSAM_CROP if set, else what
+        the checkpoint recommends (`inference_crop`), else "union"."""
         self.device = resolve_device(device)
         if self.device.type == "cpu":
             configure_threads()
@@ -128,10 +142,15 @@ class EnsamSession:
             model = load_checkpoint(path)
         self.model_id = model_fingerprint(model)
         self.model = model.to(self.device).eval()
-        recommended = getattr(model, "metadata", {}).get("inference_max_voxels")
+        model_meta = getattr(model, "metadata", {}) or {}
+        recommended = model_meta.get("inference_max_voxels")
         env = os.environ.get("ENSAM_MAX_VOXELS")
         self.max_voxels = int(max_voxels or env or recommended or MAX_VOXELS)
         self.rules = rules if rules is not None else PromptRules.from_env()
+        crop = crop or os.environ.get("ENSAM_CROP") or model_meta.get("inference_crop", "union")
+        if crop not in CROP_MODES:
+            raise ValueError(f"unknown crop mode {crop!r} (known: {', '.join(CROP_MODES)})")
+        self.crop = crop
         # Decoding many objects at once is fastest, but each one holds full-resolution
         # activations: the chunk is sized so a chunk holds at most this many input voxels
         # (4 or 16 full-size crops), which keeps memory flat for cases with many classes.
@@ -165,6 +184,7 @@ class EnsamSession:
         """Forget every prompt and prediction; keep the image and its encoder features."""
         self.objects.clear()
         self.state.logits.clear()
+        self.state.rois.clear()
         self._stale.clear()
         self._last_labels = None
         self._prev_from_labels = False
@@ -210,6 +230,7 @@ class EnsamSession:
     def remove_object(self, object_id: int) -> None:
         self.objects.pop(int(object_id), None)
         self.state.logits.pop(int(object_id), None)
+        self.state.rois.pop(int(object_id), None)
         self._stale.discard(int(object_id))
 
     # ----- prediction --------------------------------------------------------------------
@@ -221,92 +242,143 @@ class EnsamSession:
         labels = np.zeros(self.image.shape, np.uint8)
         if not ids:
             return labels
-        roi = self.roi()
-        self._ensure_features(roi)
+        self._adopt_regions(self.regions())
         if self._prev_from_labels and self._last_labels is not None:
-            self._logits_from_labels(ids, roi)
+            self._logits_from_labels(ids)
             self._prev_from_labels = False
-        todo = [i for i in ids if i in self._stale or i not in self.state.logits]
-        self._decode(todo)
-        merger = LabelMerger(roi.shape)
+        self._decode([i for i in ids if i in self._stale or i not in self.state.logits])
+        frame = self._frame(ids)
+        merger = LabelMerger(frame.shape)
         # One class at a time at crop resolution: memory stays at a few crop-sized arrays
         # however many classes there are (100 classes on a 1000x512x512 CT would otherwise
         # need 100 GB of full-resolution logits).
         for i in ids:
-            merger.add(i, self._crop_logits(i, roi))
+            merger.add(i, self._crop_logits(i), _within(self.state.rois[i], frame))
         present = set(np.flatnonzero(np.bincount(merger.numpy().ravel(), minlength=256)))
         for i in ids:
             if i not in present:
-                merger.ensure_present(i, self._crop_logits(i, roi), self._region(i, roi))
+                self._force_present(merger, i, frame)
         crop = merger.numpy()
-        self._apply_rules(crop, ids, roi)
-        labels[roi.slices] = crop
+        self._apply_rules(crop, ids, frame)
+        labels[frame.slices] = crop
         self._last_labels = labels
         return labels
 
-    def _crop_logits(self, object_id: int, roi: Roi) -> torch.Tensor:
+    def regions(self) -> dict[int, Roi]:
+        """The region each prompted object's network input covers."""
+        objects = {i: o for i, o in self.objects.items() if not o.empty}
+        if self.crop == "object":
+            return {
+                i: roi_for_prompts(self.image.shape, [o], max_voxels=self.max_voxels)
+                for i, o in objects.items()
+            }
+        union = roi_for_prompts(
+            self.image.shape, list(objects.values()), max_voxels=self.max_voxels
+        )
+        return dict.fromkeys(objects, union)
+
+    def _adopt_regions(self, rois: dict[int, Roi]) -> None:
+        """Move objects to their current regions. Logits are only valid in the region that
+        made them: an object whose region changed gets pseudo-logits from the last answer,
+        so later clicks still refine it instead of starting over. Features of regions no
+        object uses any more are dropped."""
+        for i, roi in rois.items():
+            old = self.state.rois.get(i)
+            if old is not None and old != roi and i in self.state.logits:
+                del self.state.logits[i]
+                if self._last_labels is not None:
+                    self.state.logits[i] = mask_to_network_logits(self._last_labels == i, roi)
+                    self._stale.add(i)
+            self.state.rois[i] = roi
+        in_use = set(self.state.rois.values())
+        for roi in [r for r in self.state.features if r not in in_use]:
+            del self.state.features[roi]
+
+    def _frame(self, ids: list[int]) -> Roi:
+        """The smallest crop of the volume holding every object's region (the merge runs on
+        it; only start and stop matter)."""
+        rois = [self.state.rois[i] for i in ids]
+        start = tuple(int(v) for v in np.min([r.start for r in rois], axis=0))
+        stop = tuple(int(v) for v in np.max([r.stop for r in rois], axis=0))
+        return Roi(start, stop, (1, 1, 1))
+
+    def _crop_logits(self, object_id: int) -> torch.Tensor:
+        roi = self.state.rois[object_id]
         logits = logits_to_roi(self.state.logits[object_id], roi)[0]
         box = self.objects[object_id].box
         if self.rules.z_range and box is not None:
             logits = outside_box_slices(logits, box, roi.start)
         return logits
 
-    def _apply_rules(self, crop: np.ndarray, ids: list[int], roi: Roi) -> None:
-        """The label-map rules (debris, then clicks) on the crop's labels, in place."""
+    def _force_present(self, merger: LabelMerger, object_id: int, frame: Roi) -> None:
+        """An object that won no voxel is raised inside its box (or around its positive
+        clicks) until it does."""
+        roi = self.state.rois[object_id]
+        region = self._region(object_id, roi)
+        if region is None:
+            region = tuple(slice(0, n) for n in roi.shape)
+        logits = self._crop_logits(object_id)[region]
+        offset = [a - b for a, b in zip(roi.start, frame.start, strict=True)]
+        in_frame = tuple(
+            slice(s.start + o, s.start + o + n)
+            for s, o, n in zip(region, offset, logits.shape, strict=True)
+        )
+        merger.ensure_present(object_id, logits, in_frame)
+
+    def _apply_rules(self, crop: np.ndarray, ids: list[int], frame: Roi) -> None:
+        """The label-map rules (debris, then clicks) on the frame's labels, in place."""
         for i in ids:
             obj = self.objects[i]
-            points = [tuple(p - s for p, s in zip(q, roi.start, strict=True)) for q in obj.points]
+            points = [tuple(p - s for p, s in zip(q, frame.start, strict=True)) for q in obj.points]
             if self.rules.debris:
                 seeds = [p for p, pos in zip(points, obj.positive, strict=True) if pos]
-                box = self._box_region(obj.box, roi) if obj.box is not None else None
+                box = self._box_region(obj.box, frame) if obj.box is not None else None
                 remove_debris(crop, i, box, seeds)
             if self.rules.clicks:
                 enforce_clicks(crop, i, points, obj.positive, self.rules.click_radius)
 
-    def roi(self) -> Roi:
-        """The region the network sees for the current prompts."""
-        objects = [o for o in self.objects.values() if not o.empty]
-        return roi_for_prompts(self.image.shape, objects, max_voxels=self.max_voxels)
+    def _features(self, roi: Roi) -> list[torch.Tensor]:
+        if roi not in self.state.features:
+            x = prepare_input(self.image, roi).to(self.device)
+            with torch.no_grad(), autocast(self.device):
+                self.state.features[roi] = self.model.encode(x)
+        return self.state.features[roi]
 
-    def _ensure_features(self, roi: Roi) -> None:
-        if self.state.features is not None and self.state.roi == roi:
-            return
-        old_logits = self.state.logits
-        x = prepare_input(self.image, roi).to(self.device)
-        with torch.no_grad(), autocast(self.device):
-            features = self.model.encode(x)
-        self.state = SessionState(roi=roi, features=features)
-        if old_logits and self._last_labels is not None:
-            # A new region invalidates network-space logits; rebuild them from the last
-            # answer so later clicks still refine it instead of starting over.
-            self._logits_from_labels(list(old_logits), roi)
-
-    def _logits_from_labels(self, ids: list[int], roi: Roi) -> None:
-        """Pseudo-logits from the last answer for the objects with none in this region;
+    def _logits_from_labels(self, ids: list[int]) -> None:
+        """Pseudo-logits from the last answer for the objects with none in their region;
         they are decoded again with those as their dense prompt."""
         for i in ids:
             if i not in self.state.logits:
+                roi = self.state.rois[i]
                 self.state.logits[i] = mask_to_network_logits(self._last_labels == i, roi)
                 self._stale.add(i)
 
     def _decode(self, ids: list[int]) -> None:
-        roi = self.state.roi
-        size = self.class_chunk or max(1, min(64, self.chunk_voxels // int(np.prod(roi.padded))))
-        for start in range(0, len(ids), size):
-            chunk = ids[start : start + size]
-            prompts = [self._network_prompt(self.objects[i], roi) for i in chunk]
-            prev = [self._previous_logits(i, p, roi) for i, p in zip(chunk, prompts, strict=True)]
-            prev_logits = prev_valid = None
-            if any(p is not None for p in prev):
-                zeros = torch.zeros((1, 1, *roi.padded))
-                prev_logits = torch.cat([p if p is not None else zeros for p in prev])
-                prev_valid = torch.tensor([p is not None for p in prev])
-                prev_logits, prev_valid = prev_logits.to(self.device), prev_valid.to(self.device)
-            with torch.no_grad(), autocast(self.device):
-                out = self.model.decode(self.state.features, prompts, prev_logits, prev_valid)
-            for k, i in enumerate(chunk):
-                self.state.logits[i] = out[k : k + 1].float().cpu()
-                self._stale.discard(i)
+        """New logits for `ids`, region by region, in chunks that share the features."""
+        by_roi: dict[Roi, list[int]] = {}
+        for i in ids:
+            by_roi.setdefault(self.state.rois[i], []).append(i)
+        for roi, members in by_roi.items():
+            features = self._features(roi)
+            voxels = int(np.prod(roi.padded))
+            size = self.class_chunk or max(1, min(64, self.chunk_voxels // voxels))
+            for start in range(0, len(members), size):
+                self._decode_chunk(members[start : start + size], roi, features)
+
+    def _decode_chunk(self, chunk: list[int], roi: Roi, features: list[torch.Tensor]) -> None:
+        prompts = [self._network_prompt(self.objects[i], roi) for i in chunk]
+        prev = [self._previous_logits(i, p, roi) for i, p in zip(chunk, prompts, strict=True)]
+        prev_logits = prev_valid = None
+        if any(p is not None for p in prev):
+            zeros = torch.zeros((1, 1, *roi.padded))
+            prev_logits = torch.cat([p if p is not None else zeros for p in prev])
+            prev_valid = torch.tensor([p is not None for p in prev])
+            prev_logits, prev_valid = prev_logits.to(self.device), prev_valid.to(self.device)
+        with torch.no_grad(), autocast(self.device):
+            out = self.model.decode(features, prompts, prev_logits, prev_valid)
+        for k, i in enumerate(chunk):
+            self.state.logits[i] = out[k : k + 1].float().cpu()
+            self._stale.discard(i)
 
     def _previous_logits(
         self, object_id: int, prompt: ClassPrompt, roi: Roi

@@ -220,9 +220,10 @@ def test_prev_pred_it_did_not_produce(tmp_path: Path, session: EnsamSession, mon
     other[0, 0, 0] = 2 if other[0, 0, 0] != 2 else 0
     cache = CaseCache(steps.out, "case", session.model_id)
     roi = roi_for_prompts(SHAPE, [ObjectPrompts(box=b) for b in BOXES])
-    state = cache.load(array_hash(image()), roi, array_hash(other))
+    rois = dict.fromkeys([1, 2], roi)
+    state = cache.load(array_hash(image()), rois, array_hash(other))
     assert state is not None and state.features is not None and state.logits == {}
-    assert sorted(cache.load(array_hash(image()), roi, array_hash(prev)).logits) == [1, 2]
+    assert sorted(cache.load(array_hash(image()), rois, array_hash(prev)).logits) == [1, 2]
 
     steps.write_click_step(other)
     spy = Spy(session, monkeypatch)

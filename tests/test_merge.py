@@ -29,7 +29,7 @@ def test_ensure_present_raises_a_vanished_class_inside_its_region_only():
     merger.add(1, weak)
     assert not merger.present(1)
     region = (slice(0, 1), slice(0, 3), slice(0, 3))
-    assert merger.ensure_present(1, weak, region)
+    assert merger.ensure_present(1, weak[region], region)
     labels = merger.numpy()
     assert labels[0, 1, 1] == 1
     assert labels[0, 3, 3] == 0
@@ -40,3 +40,11 @@ def test_ensure_present_gives_up_after_the_step_limit():
     merger.add(1, torch.full((1, 1, 2), -100.0))
     assert not merger.ensure_present(1, torch.full((1, 1, 2), -100.0), None)
     assert not merger.present(1)
+
+
+def test_a_class_covering_part_of_the_crop_competes_only_there():
+    merger = LabelMerger((1, 1, 4))
+    merger.add(1, torch.full((1, 1, 4), 1.0))  # p = 0.73 everywhere
+    merger.add(2, torch.full((1, 1, 2), 3.0), (slice(0, 1), slice(0, 1), slice(1, 3)))
+    assert merger.numpy().tolist() == [[[1, 2, 2, 1]]]
+    assert torch.allclose(merger.best[0, 0, 1], torch.sigmoid(torch.tensor(3.0)))

@@ -166,7 +166,7 @@ def test_size_cap_comes_from_argument_environment_or_checkpoint(tiny_model, monk
         assert s.max_voxels == 4096
         s.set_image(_volume())
         s.add_box((0, 0, 0, 23, 39, 39))
-        roi = s.roi()
+        roi = s.regions()[1]
         assert np.prod(roi.pooled) <= 4096 and roi.pool != (1, 1, 1)
         monkeypatch.setenv("ENSAM_MAX_VOXELS", "8192")
         assert EnsamSession(tiny_model, device="cpu").max_voxels == 8192
@@ -179,7 +179,8 @@ def _decode_everywhere(monkeypatch, session, value=10.0):
     """The network answers `value` logits on every voxel of every object."""
 
     def decode(features, prompts, *args, **kwargs):
-        return torch.full((len(prompts), 1, *session.state.roi.padded), value)
+        roi = next(iter(session.state.rois.values()))
+        return torch.full((len(prompts), 1, *roi.padded), value)
 
     monkeypatch.setattr(session.model, "decode", decode)
 
@@ -240,7 +241,7 @@ def test_box_prior_is_the_first_dense_prompt(tiny_model, monkeypatch, box_prior)
         assert seen[0] is None
     else:
         inside = seen[0][0, 0] > 0
-        roi = session.state.roi
+        roi = session.state.rois[1]
         z0, y0, x0, z1, y1, x1 = roi.box_to_network(session.objects[1].box)
         assert inside.sum() == (z1 - z0 + 1) * (y1 - y0 + 1) * (x1 - x0 + 1)
         assert inside[z0, y0, x0] and inside[z1, y1, x1]
