@@ -28,7 +28,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         rules = PromptRules.parse(args.rules) if args.rules is not None else None
         session = EnsamSession(
-            args.weights, device=args.device, max_voxels=args.max_voxels, rules=rules
+            args.weights,
+            device=args.device,
+            max_voxels=args.max_voxels,
+            rules=rules,
+            crop=args.crop,
         )
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -101,6 +105,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     # Through the environment, so script mode's processes see them too.
     if args.max_voxels:
         os.environ["ENSAM_MAX_VOXELS"] = str(args.max_voxels)
+    if args.crop:
+        os.environ["ENSAM_CROP"] = args.crop
     if args.rules is not None:
         try:
             PromptRules.parse(args.rules)
@@ -143,6 +149,10 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+CROP_HELP = (
+    "network input region: union (one crop around every object's prompts) or object (one "
+    "crop per object, at its own scale); default: the weights' recommendation"
+)
 RULES_HELP = (
     "prompt rules applied to every answer: default, all, none, or a comma-separated list "
     "of z_range, debris, clicks, box_prior (see README)"
@@ -177,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-voxels", type=int, default=None, help="network input size cap (default: weights')"
     )
+    p.add_argument("--crop", choices=["union", "object"], default=None, help=CROP_HELP)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("segment", help="segment a NIfTI/NRRD/MHA image from a prompt JSON")
@@ -212,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clicks", type=int, default=5)
     p.add_argument("--click-only", action="store_true", help="remove the boxes: click steps only")
     p.add_argument("--max-voxels", type=int, default=None, help="network input size cap")
+    p.add_argument("--crop", choices=["union", "object"], default=None, help=CROP_HELP)
     p.add_argument("--rules", default=None, help=RULES_HELP)
     p.set_defaults(func=_cmd_evaluate)
 

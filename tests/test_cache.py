@@ -272,3 +272,29 @@ def test_only_the_newest_cases_are_kept(tmp_path: Path, session: EnsamSession):
         np.savez_compressed(steps.inp / f"{name}.npz", imgs=image(), boxes=box_dicts())
         assert predict_file(steps.inp / f"{name}.npz", steps.out, session, True, steps.log).ok
     assert len(list((steps.out / CACHE_DIRNAME).iterdir())) == 2
+
+
+def test_object_crops_cache_each_object_in_its_own_region(tmp_path: Path, monkeypatch):
+    torch.manual_seed(0)
+    model = build_model("ensam_tiny", logit_bias=0.0).eval()
+    session = EnsamSession(model, device="cpu", crop="object")
+    steps = Steps(tmp_path, session)
+    spy = Spy(session, monkeypatch)
+    prev = steps.box_step()
+    assert spy.encode == 2  # one region per object
+    meta = json.loads((steps.cache_dir / "meta.json").read_text())
+    assert meta["rois"]["1"] != meta["rois"]["2"]
+    # The click of class 2 lies inside its region: class 1 keeps its cached logits, class 2
+    # is decoded again on its cached features; nothing is encoded.
+    clicks = np.empty(2, dtype=object)
+    clicks[0] = {"fg": [], "bg": []}
+    clicks[1] = {"fg": [], "bg": [[4, 5, 5]]}
+    order = np.empty(2, dtype=object)
+    order[0], order[1] = [None], ["bg"]
+    np.savez_compressed(
+        steps.file, imgs=image(), boxes=box_dicts(), clicks=clicks, clicks_order=order,
+        prev_pred=prev,
+    )  # fmt: skip
+    spy.encode = spy.decode = 0
+    steps.run()
+    assert spy.encode == 0 and spy.decode == 1

@@ -245,3 +245,32 @@ def test_box_prior_is_the_first_dense_prompt(tiny_model, monkeypatch, box_prior)
         z0, y0, x0, z1, y1, x1 = roi.box_to_network(session.objects[1].box)
         assert inside.sum() == (z1 - z0 + 1) * (y1 - y0 + 1) * (x1 - x0 + 1)
         assert inside[z0, y0, x0] and inside[z1, y1, x1]
+
+
+def test_object_crops_give_each_object_its_own_region(tiny_model, monkeypatch):
+    monkeypatch.delenv("ENSAM_CROP", raising=False)
+    boxes = {1: (8, 10, 10, 15, 19, 19), 2: (0, 30, 30, 3, 37, 37)}
+    regions = {}
+    for crop in ("union", "object"):
+        s = EnsamSession(tiny_model, device="cpu", crop=crop)
+        s.set_image(_volume())
+        for i, b in boxes.items():
+            s.add_box(b, i)
+        labels = s.predict()
+        assert (labels == 1).any() and (labels == 2).any()
+        regions[crop] = s.regions()
+    assert regions["union"][1] == regions["union"][2]
+    one, two = regions["object"][1], regions["object"][2]
+    assert one != two
+    for roi, (z0, y0, x0, z1, y1, x1) in ((one, boxes[1]), (two, boxes[2])):
+        assert all(a <= v for a, v in zip(roi.start, (z0, y0, x0), strict=True))
+        assert all(v < b for b, v in zip(roi.stop, (z1, y1, x1), strict=True))
+    assert np.prod(one.shape) < np.prod(regions["union"][1].shape)
+
+
+def test_crop_mode_from_environment_and_checked(tiny_model, monkeypatch):
+    monkeypatch.setenv("ENSAM_CROP", "object")
+    assert EnsamSession(tiny_model, device="cpu").crop == "object"
+    monkeypatch.setenv("ENSAM_CROP", "tiles")
+    with pytest.raises(ValueError, match="unknown crop mode"):
+        EnsamSession(tiny_model, device="cpu")
