@@ -28,16 +28,27 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import shutil
 
     from ensam_infer.atomic import atomic_path
-    from ensam_infer.model import load_checkpoint
+    from ensam_infer.model import INFERENCE_KEYS, load_checkpoint, read_metadata, set_metadata
 
     src = Path(args.run_dir).expanduser() / "model.pt"
     model = load_checkpoint(src)  # proves the file loads before it replaces shipped weights
     if not model.config.trained:
         print(f"error: {src} is not marked as trained", file=sys.stderr)
         return 1
-    with atomic_path(args.out) as tmp:
+    out = Path(args.out)
+    # The inference settings validated for the weights being replaced carry over unless
+    # the command gives new ones.
+    keep = read_metadata(out) if out.is_file() else {}
+    settings = {k: keep.get(k) for k in INFERENCE_KEYS}
+    if args.crop is not None:
+        settings["inference_crop"] = args.crop
+    if args.max_voxels is not None:
+        settings["inference_max_voxels"] = args.max_voxels
+    with atomic_path(out) as tmp:
         shutil.copyfile(src, tmp)
-    print(f"{args.out}: {model.metadata.get('steps')} steps")
+    meta = set_metadata(out, **settings)
+    shown = ", ".join(f"{k}={meta[k]}" for k in INFERENCE_KEYS if k in meta) or "none"
+    print(f"{out}: {model.metadata.get('steps')} steps; inference settings: {shown}")
     return 0
 
 
@@ -62,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("export", help="copy a run's weights to the shipped path")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--out", default="weights/ensam.pt")
+    p.add_argument("--crop", choices=["union", "object"], default=None, help="recommend")
+    p.add_argument("--max-voxels", type=int, default=None, help="recommended size cap")
     p.set_defaults(func=_cmd_export)
     p = sub.add_parser("plot", help="redraw a run's plot.png")
     p.add_argument("--run-dir", required=True)

@@ -79,3 +79,18 @@ def test_bad_checkpoint_and_config_are_refused(tmp_path):
         load_checkpoint(tmp_path / "junk.pt")
     with pytest.raises(ValueError, match="unknown"):
         ModelConfig.from_dict({"colour": "blue"})
+
+
+def test_metadata_update_keeps_the_weights(tmp_path):
+    from ensam_infer.model import read_metadata, set_metadata
+
+    model = build_model("ensam_tiny")
+    path = tmp_path / "w.pt"
+    save_checkpoint(model, path, metadata={"steps": 3})
+    before = load_checkpoint(path).state_dict()
+    meta = set_metadata(path, inference_crop="object", inference_max_voxels=4096)
+    assert meta == {"steps": 3, "inference_crop": "object", "inference_max_voxels": 4096}
+    assert read_metadata(path) == meta
+    after = load_checkpoint(path)
+    assert all(torch.equal(before[k], v) for k, v in after.state_dict().items())
+    assert set_metadata(path, inference_crop=None) == {"steps": 3, "inference_max_voxels": 4096}

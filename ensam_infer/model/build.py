@@ -64,3 +64,32 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         warnings.warn(f"{path} holds UNTRAINED weights: its masks are meaningless", stacklevel=2)
     model.metadata = payload.get("metadata", {})
     return model.eval()
+
+
+INFERENCE_KEYS = ("inference_crop", "inference_max_voxels")
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The metadata of a checkpoint ({} when it has none)."""
+    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    return dict(payload.get("metadata", {}))
+
+
+def set_metadata(path: str | Path, **values: object) -> dict:
+    """Update a checkpoint's metadata in place (weights untouched, written atomically), e.g.
+    the inference settings it recommends (`inference_crop`, `inference_max_voxels`), which
+    a session uses when the caller does not choose. A value of None removes the key."""
+    path = Path(path)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an ENSAM checkpoint")
+    metadata = dict(payload.get("metadata", {}))
+    for key, value in values.items():
+        if value is None:
+            metadata.pop(key, None)
+        else:
+            metadata[key] = value
+    payload["metadata"] = metadata
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return metadata
