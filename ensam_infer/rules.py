@@ -14,6 +14,8 @@ alone, and each rule below enforces one of them on the final label map:
 * ``clicks``: a positive click lies inside its object and a negative click outside, so the
   clicked voxel and its near neighbourhood (``click_radius`` voxels) say so after the step.
   Clicks are applied in the order they were given: a later click wins where two overlap.
+  The session applies them before the debris rule, so a part of the mask that touches a
+  positive click's ball is kept even when the network missed the clicked voxel itself.
 
 The same functions serve the session (full-volume crops), the challenge runner (through the
 session) and the training loop (network space), so a rule means one thing everywhere.

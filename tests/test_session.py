@@ -274,3 +274,23 @@ def test_crop_mode_from_environment_and_checked(tiny_model, monkeypatch):
     monkeypatch.setenv("ENSAM_CROP", "tiles")
     with pytest.raises(ValueError, match="unknown crop mode"):
         EnsamSession(tiny_model, device="cpu")
+
+
+def test_a_mask_that_misses_the_clicked_voxel_is_not_debris(tiny_model, monkeypatch):
+    session = EnsamSession(tiny_model, device="cpu")
+    session.set_image(_volume())
+    click = (5, 30, 30)
+
+    def decode(features, prompts, *args, **kwargs):
+        roi = session.state.rois[1]
+        out = torch.full((len(prompts), 1, *roi.padded), -10.0)
+        z, y, x = roi.point_to_network(click)
+        out[..., z - 2 : z + 3, y - 4 : y + 5, x - 4 : x + 5] = 10.0  # a blob around the click
+        out[..., z, y, x] = -10.0  # ... that misses the clicked voxel itself
+        return out
+
+    monkeypatch.setattr(session.model, "decode", decode)
+    session.add_click(click, positive=True)
+    labels = session.predict()
+    assert labels[click] == 1
+    assert (labels == 1).sum() > 100  # the blob is kept, not just the click's ball
