@@ -8,6 +8,10 @@ alone, and each rule below enforces one of them on the final label map:
   Applied to the logits before the classes are merged, so another class may still win there.
 * ``debris``: a part of an object's mask (a 26-connected component) that touches neither its
   box nor one of its positive clicks is not what the user pointed at.
+* ``click_grow``: an object given by clicks alone whose answer is no more than its clicks'
+  balls (the network found nothing there) grows, around each positive click, to the
+  connected region on the click's side of a local Otsu split (a cube of ``GROW_RADIUS``
+  voxels): a positive click says the object is there and looks like the clicked voxel.
 * ``box_prior`` (a prompt, not a check): the box step starts from the box itself, its
   middle-slice rectangle over its z-range as pseudo-logits in the dense prompt, so the network
   corrects the box instead of drawing the object from nothing.
@@ -36,7 +40,9 @@ import torch
 
 from .prompts import Box
 
-RULE_NAMES = ("z_range", "debris", "clicks", "box_prior")
+RULE_NAMES = ("z_range", "debris", "clicks", "click_grow", "box_prior")
+GROW_RADIUS = 10  # half size of the cube split around a click (the Otsu baseline's)
+GROW_BELOW = 27  # voxels beyond the click balls under which an answer counts as empty
 # pseudo-logits of a mask given as a dense prompt (as for a previous answer without logits)
 PSEUDO_LOGIT = 5.0
 
@@ -46,12 +52,13 @@ class PromptRules:
     z_range: bool = True
     debris: bool = True
     clicks: bool = True
+    click_grow: bool = False
     box_prior: bool = False
     click_radius: int = 1
 
     @classmethod
     def none(cls) -> PromptRules:
-        return cls(z_range=False, debris=False, clicks=False, box_prior=False)
+        return cls(**dict.fromkeys(RULE_NAMES, False))
 
     @classmethod
     def parse(cls, text: str) -> PromptRules:
@@ -164,3 +171,67 @@ def _ball(
     grids = np.ogrid[tuple(offsets)]
     ball = sum(g.astype(np.int64) ** 2 for g in grids) <= radius * radius
     return tuple(slice(a, b) for a, b in zip(lo, hi, strict=True)), ball
+
+
+def otsu_threshold(values: np.ndarray) -> int | None:
+    """Otsu's threshold of uint8 intensities: `values > t` is the bright class.
+
+    Maximizes the between-class variance over the 256-bin histogram. None when the values
+    are constant (no split exists).
+    """
+    values = np.asarray(values).ravel()
+    if values.size == 0:
+        return None
+    hist, _ = np.histogram(values, bins=256, range=(0, 256))
+    p = hist.astype(np.float64) / values.size
+    levels = np.arange(256, dtype=np.float64)
+    omega = np.cumsum(p)  # weight of the dark class for threshold t (values <= t)
+    mu = np.cumsum(p * levels)
+    mu_total = mu[-1]
+    denom = omega * (1.0 - omega)
+    valid = denom > 1e-12
+    if not valid.any():
+        return None
+    between = np.zeros(256)
+    between[valid] = (mu_total * omega[valid] - mu[valid]) ** 2 / denom[valid]
+    return int(np.argmax(between))
+
+
+def click_region(
+    image: np.ndarray, point: Sequence[int], radius: int = GROW_RADIUS
+) -> tuple[tuple[slice, slice, slice], np.ndarray]:
+    """The 6-connected region around `point` on its side of the Otsu split of the cube of
+    `radius` voxels around it: (the cube's slices, the region inside the cube)."""
+    lo = [max(0, int(c) - radius) for c in point]
+    hi = [min(n, int(c) + radius + 1) for c, n in zip(point, image.shape, strict=True)]
+    slices = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    cube = image[slices]
+    local = tuple(int(c) - a for c, a in zip(point, lo, strict=True))
+    t = otsu_threshold(cube)
+    side = np.ones(cube.shape, bool) if t is None else (cube > t) == (cube[local] > t)
+    components = cc3d.connected_components(np.ascontiguousarray(side, np.uint8), connectivity=6)
+    return slices, components == components[local]
+
+
+def grow_empty_answer(
+    labels: np.ndarray,
+    image: np.ndarray,
+    label: int,
+    points: Sequence[tuple[int, int, int]],
+    positive: Sequence[bool],
+    click_radius: int = 1,
+) -> bool:
+    """The `click_grow` rule for one click-only object, in place; True if it grew."""
+    seeds = [p for p, s in zip(points, positive, strict=True) if s]
+    seeds = [p for p in seeds if all(0 <= c < n for c, n in zip(p, labels.shape, strict=True))]
+    if not seeds:
+        return False
+    r = click_radius
+    ball_voxels = int(_ball((r, r, r), r, (2 * r + 1,) * 3)[1].sum())
+    if int((labels == label).sum()) - len(seeds) * ball_voxels >= GROW_BELOW:
+        return False
+    for p in seeds:
+        slices, region = click_region(image, p)
+        view = labels[slices]
+        view[region & (view == 0)] = label
+    return True

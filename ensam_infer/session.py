@@ -31,6 +31,7 @@ from .rules import (
     PromptRules,
     box_prior_logits,
     enforce_clicks,
+    grow_empty_answer,
     outside_box_slices,
     remove_debris,
 )
@@ -334,6 +335,9 @@ class EnsamSession:
             points = [tuple(p - s for p, s in zip(q, frame.start, strict=True)) for q in obj.points]
             if self.rules.clicks:
                 enforce_clicks(crop, i, points, obj.positive, self.rules.click_radius)
+            if self.rules.click_grow and obj.box is None:
+                image = self.image[frame.slices]
+                grow_empty_answer(crop, image, i, points, obj.positive, self.rules.click_radius)
             if self.rules.debris:
                 seeds = [p for p, pos in zip(points, obj.positive, strict=True) if pos]
                 box = self._box_region(obj.box, frame) if obj.box is not None else None

@@ -6,7 +6,9 @@ from ensam_infer.prompts import Box
 from ensam_infer.rules import (
     PromptRules,
     box_prior_logits,
+    click_region,
     enforce_clicks,
+    grow_empty_answer,
     outside_box_slices,
     remove_debris,
 )
@@ -114,3 +116,39 @@ def test_box_prior_is_the_network_space_box():
     assert inside.sum() == 2 * 3 * 3
     assert inside[1:3, 2:5, 3:6].all()
     assert set(logits.unique().tolist()) == {-5.0, 5.0}
+
+
+def _bright_blob() -> np.ndarray:
+    image = np.full((20, 20, 20), 40, np.uint8)
+    image[5:11, 5:11, 5:11] = 200  # the object: 216 voxels
+    image[14:18, 14:18, 14:18] = 200  # something alike, not connected to it
+    return image
+
+
+def test_click_region_is_the_clicked_side_and_connected():
+    slices, region = click_region(_bright_blob(), (8, 8, 8), radius=10)
+    full = np.zeros((20, 20, 20), bool)
+    full[slices] = region
+    assert full[5:11, 5:11, 5:11].all() and full.sum() == 216
+
+
+def test_grow_fills_an_empty_answer_from_the_click():
+    image = _bright_blob()
+    labels = np.zeros(image.shape, np.uint8)
+    enforce_clicks(labels, 1, [(8, 8, 8)], [True], radius=1)  # what the click rule left
+    assert grow_empty_answer(labels, image, 1, [(8, 8, 8)], [True])
+    assert (labels == 1).sum() == 216
+
+
+def test_grow_leaves_a_real_answer_and_other_classes_alone():
+    image = _bright_blob()
+    labels = np.zeros(image.shape, np.uint8)
+    labels[5:11, 5:8, 5:11] = 1  # the network found half of it: not empty
+    before = labels.copy()
+    assert not grow_empty_answer(labels, image, 1, [(8, 8, 8)], [True])
+    assert np.array_equal(labels, before)
+    labels[:] = 0
+    labels[5:11, 5:11, 5:7] = 2
+    assert grow_empty_answer(labels, image, 1, [(8, 8, 8)], [True])
+    assert (labels == 2).sum() == 72  # never painted over
+    assert not grow_empty_answer(labels, image, 3, [(8, 8, 8)], [False])  # no positive click

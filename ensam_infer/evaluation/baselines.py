@@ -34,6 +34,7 @@ import numpy as np
 
 from ..challenge import ChallengeCase
 from ..prompts import Box
+from ..rules import otsu_threshold
 from .metrics import _bbox
 
 BALL_RADIUS = 3  # voxels, in index space (the clicks are voxel indices)
@@ -88,30 +89,6 @@ def merge_classes(masks: list[np.ndarray | None], shape: tuple[int, ...]) -> np.
         if mask is not None:
             labels[mask & (labels == 0)] = k
     return labels
-
-
-def otsu_threshold(values: np.ndarray) -> int | None:
-    """Otsu's threshold of uint8 intensities: `values > t` is the bright class.
-
-    Maximizes the between-class variance over the 256-bin histogram. None when the values
-    are constant (no split exists).
-    """
-    values = np.asarray(values).ravel()
-    if values.size == 0:
-        return None
-    hist, _ = np.histogram(values, bins=256, range=(0, 256))
-    p = hist.astype(np.float64) / values.size
-    levels = np.arange(256, dtype=np.float64)
-    omega = np.cumsum(p)  # weight of the dark class for threshold t (values <= t)
-    mu = np.cumsum(p * levels)
-    mu_total = mu[-1]
-    denom = omega * (1.0 - omega)
-    valid = denom > 1e-12
-    if not valid.any():
-        return None
-    between = np.zeros(256)
-    between[valid] = (mu_total * omega[valid] - mu[valid]) ** 2 / denom[valid]
-    return int(np.argmax(between))
 
 
 def _component_at(mask: np.ndarray, point: tuple[int, int, int]) -> np.ndarray | None:
