@@ -275,7 +275,13 @@ def test_closing_the_widget_leaves_a_working_viewer(setup, qtbot):
     viewer, w = setup.viewer, setup.widget
     viewer.window.remove_dock_widget(w)
     w.deleteLater()
-    qtbot.wait(50)
-    viewer.dims.set_point(0, 10.0)  # no callback into the deleted widget
+
+    def ours():
+        emitters = (viewer.dims.events.current_step, viewer.layers.events.inserted)
+        refs = [cb[0]() for e in emitters for cb in e.callbacks if isinstance(cb, tuple)]
+        return [r for r in refs if isinstance(r, EnsamWidget)]
+
+    qtbot.waitUntil(lambda: not ours(), timeout=5000)  # disconnected when Qt deleted it
+    viewer.dims.set_point(0, 10.0)
     viewer.add_image(np.zeros((4, 8, 8)), name="another")
     qtbot.wait(50)
