@@ -57,7 +57,7 @@ def test_package_list_names_every_subpackage_and_maps_the_weights():
     setuptools_cfg = _pyproject()["tool"]["setuptools"]
     on_disk = {
         ".".join(init.parent.relative_to(REPO).parts)
-        for top in ("ensam_infer", "ensam_train")
+        for top in ("ensam_infer", "ensam_napari", "ensam_train")
         for init in (REPO / top).rglob("__init__.py")
     }
     data_only = {"ensam_infer.weights", "ensam_train.configs"}
@@ -151,6 +151,7 @@ def test_sdist_and_wheel_hold_the_weights_and_no_data(built):
     tops = {name.split("/")[0] for name in infos}
     assert tops == {
         "ensam_infer",
+        "ensam_napari",
         "ensam_train",
         built["wheel"].name.split("-py")[0] + ".dist-info",
     }
@@ -163,7 +164,8 @@ def test_sdist_and_wheel_hold_the_weights_and_no_data(built):
     # only code, configs, docs and the weights; tests/test*.py is setuptools' default.
     allowed = re.compile(
         r"^(PKG-INFO|README\.md|pyproject\.toml|setup\.cfg|ensam\.egg-info(/.*)?|"
-        r"ensam_infer(/.*)?|ensam_train(/.*)?|weights(/(ensam\.pt|MODEL_CARD\.md))?|"
+        r"ensam_infer(/.*)?|ensam_napari(/.*)?|ensam_train(/.*)?|"
+        r"weights(/(ensam\.pt|MODEL_CARD\.md))?|"
         r"tests(/test_\w+\.py)?)$"
     )
     assert not [n for n in names if not allowed.match(n)]
