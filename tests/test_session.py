@@ -294,3 +294,24 @@ def test_a_mask_that_misses_the_clicked_voxel_is_not_debris(tiny_model, monkeypa
     labels = session.predict()
     assert labels[click] == 1
     assert (labels == 1).sum() > 100  # the blob is kept, not just the click's ball
+
+
+def test_click_grow_fills_what_debris_left_empty(tiny_model, monkeypatch):
+    from ensam_infer.rules import PromptRules
+
+    image = np.full((24, 40, 40), 30, np.uint8)
+    image[3:9, 26:34, 26:34] = 220  # the clicked object: 6 * 8 * 8 voxels
+    session = EnsamSession(tiny_model, device="cpu", rules=PromptRules(click_grow=True))
+    session.set_image(image)
+
+    def decode(features, prompts, *args, **kwargs):
+        roi = session.state.rois[1]
+        out = torch.full((len(prompts), 1, *roi.padded), -10.0)
+        out[..., 16:20, 2:8, 2:8] = 10.0  # the network answers far from the click
+        return out
+
+    monkeypatch.setattr(session.model, "decode", decode)
+    session.add_click((5, 30, 30), positive=True)
+    labels = session.predict()
+    assert not labels[16:20, 2:8, 2:8].any()  # debris
+    assert (labels == 1).sum() == 6 * 8 * 8 and labels[3:9, 26:34, 26:34].all()
