@@ -88,6 +88,28 @@ class PromptRules:
         return ",".join(on) if on else "none"
 
 
+def challenge_box(mask: np.ndarray) -> dict:
+    """The challenge's box for one object (its own prompt rule, beside the rules that read
+    it): the 2D box on the middle slice of its z-range, plus that z-range, in the npz
+    format's keys. No jitter: the organizers add 0-5 voxels, training adds them itself
+    (`ensam_train.example.challenge_box`), sample cases stay reproducible."""
+    zs = np.nonzero(mask.any(axis=(1, 2)))[0]
+    z_min, z_max = int(zs.min()), int(zs.max())
+    z_mid = (z_min + z_max) // 2
+    if not mask[z_mid].any():
+        z_mid = int(zs[len(zs) // 2])
+    ys, xs = np.nonzero(mask[z_mid])
+    return {
+        "z_min": z_min,
+        "z_max": z_max,
+        "z_mid": z_mid,
+        "z_mid_x_min": int(xs.min()),
+        "z_mid_y_min": int(ys.min()),
+        "z_mid_x_max": int(xs.max()),
+        "z_mid_y_max": int(ys.max()),
+    }
+
+
 def box_prior_logits(
     net_box: Sequence[int], padded: Sequence[int], value: float = PSEUDO_LOGIT
 ) -> torch.Tensor:

@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from .evaluation.clicks import simulate_click
+from .rules import challenge_box
 
 
 def _ellipsoid(shape: tuple[int, int, int], centre: tuple, radii: tuple) -> np.ndarray:
@@ -60,26 +61,6 @@ def make_phantom(
         image[labels == k] = rng.uniform(100, 240)
     image = ndimage.gaussian_filter(image, 0.8) + rng.normal(0, 8, shape) * body
     return np.clip(image, 0, 255).astype(np.uint8), labels
-
-
-def challenge_box(mask: np.ndarray) -> dict:
-    """The challenge's box for one object: the 2D box on the middle slice of its z-range,
-    plus that z-range (no jitter: sample cases are meant to be reproducible)."""
-    zs = np.nonzero(mask.any(axis=(1, 2)))[0]
-    z_min, z_max = int(zs.min()), int(zs.max())
-    z_mid = (z_min + z_max) // 2
-    if not mask[z_mid].any():
-        z_mid = int(zs[len(zs) // 2])
-    ys, xs = np.nonzero(mask[z_mid])
-    return {
-        "z_min": z_min,
-        "z_max": z_max,
-        "z_mid": z_mid,
-        "z_mid_x_min": int(xs.min()),
-        "z_mid_y_min": int(ys.min()),
-        "z_mid_x_max": int(xs.max()),
-        "z_mid_y_max": int(ys.max()),
-    }
 
 
 SAMPLES = {

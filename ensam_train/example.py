@@ -11,7 +11,7 @@ import torch
 
 from ensam_infer.prompts import Box
 from ensam_infer.roi import Roi, mask_to_network, prepare_input, size_cap
-from ensam_infer.samples import challenge_box as mid_slice_box
+from ensam_infer.rules import challenge_box as mid_slice_box
 
 
 @dataclass

@@ -230,7 +230,7 @@ def write_heldout(case: Case, out_dir: Path) -> Path:
     """Challenge npz files for one held-out case: imgs/<case>.npz (imgs, spacing (x, y, z),
     boxes as the sample cases make them) and gts/<case>.npz (gts, spacing)."""
     from ensam_infer.atomic import atomic_path
-    from ensam_infer.samples import challenge_box
+    from ensam_infer.rules import challenge_box
 
     (out_dir / "imgs").mkdir(parents=True, exist_ok=True)
     (out_dir / "gts").mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ from ensam_infer.prompts import Box
 from ensam_infer.rules import (
     PromptRules,
     box_prior_logits,
+    challenge_box,
     click_region,
     enforce_clicks,
     grow_empty_answer,
@@ -152,3 +153,13 @@ def test_grow_leaves_a_real_answer_and_other_classes_alone():
     assert grow_empty_answer(labels, image, 1, [(8, 8, 8)], [True])
     assert (labels == 2).sum() == 72  # never painted over
     assert not grow_empty_answer(labels, image, 3, [(8, 8, 8)], [False])  # no positive click
+
+
+def test_challenge_box_is_the_mid_slice_box():
+    mask = np.zeros((10, 20, 20), bool)
+    mask[2:9, 4:8, 5:15] = True
+    mask[5, 3, 3] = True  # the middle slice (z=5) reaches further
+    box = challenge_box(mask)
+    assert (box["z_min"], box["z_max"], box["z_mid"]) == (2, 8, 5)
+    assert (box["z_mid_y_min"], box["z_mid_x_min"]) == (3, 3)
+    assert (box["z_mid_y_max"], box["z_mid_x_max"]) == (7, 14)

@@ -1,7 +1,7 @@
 import numpy as np
 
 from ensam_infer.challenge import read_case
-from ensam_infer.samples import SAMPLES, challenge_box, write_samples
+from ensam_infer.samples import SAMPLES, write_samples
 
 
 def test_samples_are_valid_challenge_cases_with_labels(tmp_path):
@@ -29,13 +29,3 @@ def test_samples_are_deterministic(tmp_path):
     b = write_samples(tmp_path / "b", seed=3)
     for pa, pb in zip(a, b, strict=True):
         assert (np.load(pa)["imgs"] == np.load(pb)["imgs"]).all()
-
-
-def test_challenge_box_is_the_mid_slice_box():
-    mask = np.zeros((10, 20, 20), bool)
-    mask[2:9, 4:8, 5:15] = True
-    mask[5, 3, 3] = True  # the middle slice (z=5) reaches further
-    box = challenge_box(mask)
-    assert (box["z_min"], box["z_max"], box["z_mid"]) == (2, 8, 5)
-    assert (box["z_mid_y_min"], box["z_mid_x_min"]) == (3, 3)
-    assert (box["z_mid_y_max"], box["z_mid_x_max"]) == (7, 14)
