@@ -52,7 +52,7 @@ class PromptRules:
     z_range: bool = True
     debris: bool = True
     clicks: bool = True
-    click_grow: bool = False
+    click_grow: bool = True
     box_prior: bool = False
     click_radius: int = 1
 

@@ -30,7 +30,7 @@ def test_parse_names_all_and_none():
 def test_from_env(monkeypatch):
     monkeypatch.setenv("ENSAM_RULES", "debris")
     assert PromptRules.from_env() == PromptRules(
-        z_range=False, debris=True, clicks=False, box_prior=False
+        z_range=False, debris=True, clicks=False, click_grow=False, box_prior=False
     )
     monkeypatch.delenv("ENSAM_RULES")
     assert PromptRules.from_env() == PromptRules()

@@ -212,7 +212,9 @@ def test_rules_off_give_the_network_answer(tiny_model, monkeypatch):
 def test_positive_click_is_part_of_the_answer_even_when_the_network_says_no(
     tiny_model, monkeypatch
 ):
-    session = EnsamSession(tiny_model, device="cpu")
+    from ensam_infer.rules import PromptRules
+
+    session = EnsamSession(tiny_model, device="cpu", rules=PromptRules(click_grow=False))
     session.set_image(_volume())
     _decode_everywhere(monkeypatch, session, value=-10.0)
     session.add_click((5, 30, 30), positive=True)
