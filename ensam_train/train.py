@@ -8,6 +8,8 @@ model.pt (the latest weights alone, in the inference format).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import os
@@ -130,22 +132,68 @@ def validate(model: Ensam, examples: list, click_steps: int, device: torch.devic
     return {"val_dice_box": float(np.mean(first)), "val_dice_last": float(np.mean(last))}
 
 
+class InteractionLoss(torch.nn.Module):
+    """One sample's whole interaction loop as a single forward: the unit that
+    DistributedDataParallel wraps (the loop calls encode once and decode at every step,
+    which DDP sees as one forward and one backward)."""
+
+    def __init__(self, model: Ensam) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, example: Example, click_steps: int, device: torch.device
+    ) -> tuple[torch.Tensor, list[float]]:
+        return run_interaction(self.model, example, click_steps, device)
+
+
 def _distributed() -> tuple[int, int]:
+    """(rank, world size); under torchrun, joins the process group (NCCL on GPUs, else gloo)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank() if world > 1 else 0), world
 
 
-def _all_reduce_grads(model: torch.nn.Module, world: int) -> None:
-    """Average gradients across processes (manual DDP: the interaction loop calls encode and
-    decode separately, which DistributedDataParallel's single forward cannot express)."""
+def _train_device(world: int) -> torch.device:
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else 0
+    device = torch.device(f"cuda:{local % torch.cuda.device_count()}")
+    torch.cuda.set_device(device)
+    return device
+
+
+def _all_agree(flag: bool, world: int, device: torch.device) -> bool:
+    """Rank 0's decision, on every rank: a rank that stopped alone would leave the others
+    waiting in the gradient all-reduce forever."""
+    if world == 1:
+        return flag
+    value = torch.tensor([int(flag)], device=device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer, in state-dict order."""
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_ranks_agree(model: torch.nn.Module, world: int, run_dir: Path) -> None:
+    """Every rank must end with the same weights; the digests go into the run folder
+    (ranks.json), and a divergence is an error rather than a silently wrong model."""
     if world == 1:
         return
-    for p in model.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad /= world
+    digests: list = [None] * world
+    dist.all_gather_object(digests, weights_digest(model))
+    if dist.get_rank() == 0:
+        (run_dir / "ranks.json").write_text(json.dumps({"weights_sha256": digests}, indent=2))
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"ranks ended with different weights: {digests}")
 
 
 def train(
@@ -172,11 +220,7 @@ def train(
         frozen.write_text(json.dumps(cfg, indent=2))
     tc = cfg["train"]
     rank, world = _distributed()
-    device = (
-        torch.device(f"cuda:{rank % max(1, torch.cuda.device_count())}")
-        if (torch.cuda.is_available())
-        else torch.device("cpu")
-    )
+    device = _train_device(world)
     torch.manual_seed(tc["seed"])
     model = build_model(cfg["model"]["preset"], **cfg["model"]["overrides"]).to(device)
     opts = build_optimizers(model, tc["optimizer"], tc["lr"], tc["weight_decay"])
@@ -195,6 +239,14 @@ def train(
         model.load_state_dict(load_checkpoint(init_weights).state_dict())
         print(f"initialized from {init_weights}", flush=True)
     model.train()
+    loss_module: torch.nn.Module = InteractionLoss(model)
+    if world > 1:
+        # Broadcasts rank 0's weights at construction; averages gradients in backward.
+        # Unused parameters are normal (no box embedding without a box, no point embedding
+        # before the first click).
+        loss_module = torch.nn.parallel.DistributedDataParallel(
+            loss_module, find_unused_parameters=True
+        )
     # From the config, never from the optimizers: a resumed optimizer carries the scheduled
     # (warmed-up or decayed) rate of its last step, not the base rate.
     base_lrs = [[tc["lr"] for _ in o.param_groups] for o in opts]
@@ -247,7 +299,8 @@ def train(
         model.config.trained = False
 
     while state["step"] < limit_steps:
-        if max_minutes is not None and time.time() - t_start > max_minutes * 60:
+        out_of_time = max_minutes is not None and time.time() - t_start > max_minutes * 60
+        if _all_agree(out_of_time, world, device):
             break
         factor = lr_factor(state["step"], tc["warmup"], tc["milestones"], tc["gamma"])
         for opt, lrs in zip(opts, base_lrs, strict=True):
@@ -256,20 +309,20 @@ def train(
         for opt in opts:
             opt.zero_grad()
         total, dice_first, dice_last = 0.0, [], []
-        for _ in range(tc["accumulate"]):
+        for micro in range(tc["accumulate"]):
             example = next(data_iter)
             state["sample"] += 1
             steps = int(click_rng.integers(tc["click_steps"][0], tc["click_steps"][1] + 1))
-            if amp is not None:
-                with amp:
-                    loss, dices = run_interaction(model, example, steps, device)
-            else:
-                loss, dices = run_interaction(model, example, steps, device)
-            (loss / tc["accumulate"]).backward()
+            # Gradients are averaged across ranks once per step, in the last backward.
+            last_micro = micro == tc["accumulate"] - 1
+            sync = contextlib.nullcontext() if world == 1 or last_micro else loss_module.no_sync()
+            with sync:
+                with amp if amp is not None else contextlib.nullcontext():
+                    loss, dices = loss_module(example, steps, device)
+                (loss / tc["accumulate"]).backward()
             total += float(loss.detach()) / tc["accumulate"]
             dice_first.append(dices[0])
             dice_last.append(dices[-1])
-        _all_reduce_grads(model, world)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc["clip"]))
         if math.isfinite(grad_norm):
             for opt in opts:
@@ -310,6 +363,7 @@ def train(
             )
         save()
         write_plot(run_dir)
+    _check_ranks_agree(model, world, run_dir)
     return last_logged
 
 
