@@ -225,6 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-voxels", type=int, default=None, help="network input size cap")
     p.add_argument("--crop", choices=["union", "object"], default=None, help=CROP_HELP)
     p.add_argument("--rules", default=None, help=RULES_HELP)
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when any step reports an error (no output, unreadable, wrong shape or "
+        "dtype, not rewritten, non-zero exit)",
+    )
+    p.add_argument(
+        "--keep-work", action="store_true", help="keep OUT/work (each run's inputs/ and outputs/)"
+    )
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("finetune", help="fine-tune on your own labelled folder (resumable)")

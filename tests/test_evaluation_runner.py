@@ -234,6 +234,56 @@ def test_stale_output_is_scored_again_and_missing_output_is_zero(tmp_path):
     assert "step 1: no output" in row["error"]
 
 
+class _SilentAfterFirst(_WritesOnce):
+    """Exits cleanly at every step but writes only at the first (a container that skips
+    its work without saying so)."""
+
+    def run(self, input_dir, output_dir, case):
+        super().run(input_dir, output_dir, case)
+        return 0.1, ""
+
+
+def test_an_output_not_rewritten_is_reported(tmp_path):
+    img = small_case(tmp_path / "data")
+    gts_file = tmp_path / "data" / "gts" / img.name
+    gts = np.load(gts_file)["gts"]
+    row = run_case(_SilentAfterFirst(gts), img, gts_file, _work(tmp_path), log=lambda m: None)
+    assert [row[f"DSC_{i}"] for i in range(1, 7)] == [1.0] * 6  # still scored, as theirs
+    errors = row["error"].split("; ")
+    assert errors == [f"step {i}: output not rewritten (the previous step's output is scored)"
+                      for i in range(2, 7)]  # fmt: skip
+
+
+class _WritesInt16(_WritesOnce):
+    def run(self, input_dir, output_dir, case):
+        np.savez_compressed(output_dir / f"{case}.npz", segs=self.gts.astype(np.int16))
+        return 0.1, ""
+
+
+def test_a_wrong_dtype_is_scored_and_reported(tmp_path):
+    img = small_case(tmp_path / "data")
+    gts_file = tmp_path / "data" / "gts" / img.name
+    row = run_case(_WritesInt16(np.load(gts_file)["gts"]), img, gts_file, _work(tmp_path),
+                   clicks=1, log=lambda m: None)  # fmt: skip
+    assert row["DSC_1"] == row["DSC_2"] == 1.0
+    assert (
+        row["error"] == "step 1: segs dtype int16, not uint8; step 2: segs dtype int16, not uint8"
+    )
+
+
+def test_cli_strict_fails_on_step_errors(tmp_path, monkeypatch, capsys):
+    small_case(tmp_path / "data")
+    gts = np.load(tmp_path / "data" / "gts" / "CT_small.npz")["gts"]
+    monkeypatch.setattr(runner_mod, "make_method", lambda *a, **k: _SilentAfterFirst(gts))
+    args = ["evaluate", "--images", str(tmp_path / "data" / "imgs"), "--labels",
+            str(tmp_path / "data" / "gts"), "--methods", "boxfill"]  # fmt: skip
+    assert cli_main(args + ["--out", str(tmp_path / "lenient")]) == 0
+    assert cli_main(args + ["--out", str(tmp_path / "strict"), "--strict", "--keep-work"]) == 1
+    assert "error: once CT_small.npz: step 2: output not rewritten" in capsys.readouterr().err
+    kept = list((tmp_path / "strict" / "work").glob("*/outputs/CT_small.npz"))
+    assert len(kept) == 1 and not list((tmp_path / "lenient" / "work").iterdir())
+
+
 def test_a_failing_case_does_not_stop_the_run(tmp_path):
     data = tmp_path / "data"
     small_case(data, "CT_a")

@@ -271,13 +271,25 @@ def _load_segs(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, str]:
         return np.zeros(shape, np.uint8), "no output"
     try:
         with np.load(path, allow_pickle=True) as data:
-            segs = np.asarray(data["segs"]).astype(np.uint8)
+            segs = np.asarray(data["segs"])
     except Exception as exc:  # the organizers' script would crash here
         return np.zeros(shape, np.uint8), f"unreadable output ({_one_line(exc)})"
     if segs.shape != shape:
         # Their scoring would fail on the shape mismatch; we score zeros and say so.
         return np.zeros(shape, np.uint8), f"output shape {segs.shape} != {shape}"
+    if segs.dtype != np.uint8:
+        # They cast and score it; the contract asks for uint8, so it is reported.
+        return segs.astype(np.uint8), f"segs dtype {segs.dtype}, not uint8"
     return segs, ""
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is rewritten (atomically or in place); None when absent."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _copy_without_boxes(source: Path, target: Path) -> None:
@@ -349,9 +361,13 @@ def run_case(
             prev, _ = _load_segs(out_path, gts.shape)
             recorder.update(prev, gts)
             write_step_input(step_input, imgs, spacing, boxes, recorder, prev)
+        before = _file_stamp(out_path)
         seconds, error = runner.run(inputs, outputs, case)
         total += seconds
         segs, read_error = _load_segs(out_path, gts.shape)
+        if not (error or read_error) and before is not None and _file_stamp(out_path) == before:
+            # The organizers score the stale file again; a run should know it happened.
+            read_error = "output not rewritten (the previous step's output is scored)"
         if error or read_error:
             errors.append(f"step {step}: {error or read_error}")
         all_segs.append(segs)
@@ -635,7 +651,8 @@ def plot_curves(
 
 
 def main_evaluate(args: object) -> int:
-    """The ``evaluate`` command: 0 when every case ran, 1 when some failed, 2 on bad input."""
+    """The ``evaluate`` command: 0 when every case ran, 1 when some failed (with `strict`:
+    when any step reported an error), 2 on bad input."""
     images, labels = Path(args.images), Path(args.labels)
     for p in (images, labels):
         if not p.is_dir():
@@ -654,6 +671,7 @@ def main_evaluate(args: object) -> int:
             clicks=args.clicks,
             docker_image=args.image,
             click_only=args.click_only,
+            keep_work=args.keep_work,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -662,4 +680,10 @@ def main_evaluate(args: object) -> int:
     if not rows:
         print("warning: no cases were evaluated", file=sys.stderr)
         return 1
+    if args.strict:
+        for r in rows:
+            if r["error"]:
+                print(f"error: {r['method']} {r['CaseName']}: {r['error']}", file=sys.stderr)
+        if any(r["error"] for r in rows):
+            return 1
     return 1 if any(_isnan(r["DSC_Final"]) for r in rows) else 0
