@@ -40,6 +40,8 @@ import torch
 
 from .prompts import Box
 
+Slices = tuple[slice, slice, slice]
+
 RULE_NAMES = ("z_range", "debris", "clicks", "click_grow", "box_prior")
 GROW_RADIUS = 10  # half size of the cube split around a click (the Otsu baseline's)
 GROW_BELOW = 27  # voxels beyond the click balls under which an answer counts as empty
@@ -150,9 +152,8 @@ def remove_debris(
     keep = set()
     if box is not None:
         keep.update(int(v) for v in np.unique(components[box]))
-    shape = labels.shape
     for p in seeds:
-        if all(0 <= c < n for c, n in zip(p, shape, strict=True)):
+        if _inside(p, labels.shape):
             keep.add(int(components[tuple(p)]))
     keep.discard(0)
     debris = mask & ~np.isin(components, list(keep))
@@ -170,29 +171,35 @@ def enforce_clicks(
     """Positive clicks paint `label` on a ball of `radius` voxels around them; negative
     clicks clear `label` there (other classes keep their voxels). In click order."""
     for p, is_positive in zip(points, positive, strict=True):
-        region = _ball(p, radius, labels.shape)
-        if region is None:
+        if not _inside(p, labels.shape):
             continue
-        slices, ball = region
+        slices, sphere = ball(labels.shape, p, radius)
         view = labels[slices]
         if is_positive:
-            view[ball] = label
+            view[sphere] = label
         else:
-            view[ball & (view == label)] = 0
+            view[sphere & (view == label)] = 0
 
 
-def _ball(
-    point: Sequence[int], radius: int, shape: tuple[int, ...]
-) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
-    """The slices of the cube around `point` clipped to `shape`, and the ball inside it."""
-    if not all(0 <= c < n for c, n in zip(point, shape, strict=True)):
-        return None
-    lo = [max(0, int(c) - radius) for c in point]
-    hi = [min(n, int(c) + radius + 1) for c, n in zip(point, shape, strict=True)]
-    offsets = [slice(a - int(c), b - int(c)) for a, b, c in zip(lo, hi, point, strict=True)]
+def _inside(point: Sequence[int], shape: tuple[int, ...]) -> bool:
+    return all(0 <= c < n for c, n in zip(point, shape, strict=True))
+
+
+def cube_slices(point: Sequence[int], radius: int, shape: tuple[int, ...]) -> Slices:
+    """The cube of `radius` voxels around `point` (side 2 * radius + 1), clipped to `shape`."""
+    return tuple(
+        slice(max(0, int(c) - radius), min(n, int(c) + radius + 1))
+        for c, n in zip(point, shape, strict=True)
+    )
+
+
+def ball(shape: tuple[int, ...], point: Sequence[int], radius: float) -> tuple[Slices, np.ndarray]:
+    """A ball of `radius` voxels around `point`, clipped to the volume: (the slices of its
+    bounding cube, the ball inside them)."""
+    slices = cube_slices(point, int(np.ceil(radius)), shape)
+    offsets = [slice(s.start - int(c), s.stop - int(c)) for s, c in zip(slices, point, strict=True)]
     grids = np.ogrid[tuple(offsets)]
-    ball = sum(g.astype(np.int64) ** 2 for g in grids) <= radius * radius
-    return tuple(slice(a, b) for a, b in zip(lo, hi, strict=True)), ball
+    return slices, sum(g.astype(np.int64) ** 2 for g in grids) <= radius * radius
 
 
 def otsu_threshold(values: np.ndarray) -> int | None:
@@ -219,18 +226,27 @@ def otsu_threshold(values: np.ndarray) -> int | None:
     return int(np.argmax(between))
 
 
+def click_side(
+    image: np.ndarray, point: Sequence[int], radius: int = GROW_RADIUS
+) -> tuple[Slices, np.ndarray]:
+    """The click's side of the Otsu split of the cube of `radius` voxels around `point`
+    (all of the cube when its intensities are constant): (the cube's slices, the side)."""
+    slices = cube_slices(point, radius, image.shape)
+    cube = image[slices]
+    t = otsu_threshold(cube)
+    if t is None:
+        return slices, np.ones(cube.shape, bool)
+    local = tuple(int(c) - s.start for c, s in zip(point, slices, strict=True))
+    return slices, (cube > t) == (cube[local] > t)
+
+
 def click_region(
     image: np.ndarray, point: Sequence[int], radius: int = GROW_RADIUS
-) -> tuple[tuple[slice, slice, slice], np.ndarray]:
-    """The 6-connected region around `point` on its side of the Otsu split of the cube of
-    `radius` voxels around it: (the cube's slices, the region inside the cube)."""
-    lo = [max(0, int(c) - radius) for c in point]
-    hi = [min(n, int(c) + radius + 1) for c, n in zip(point, image.shape, strict=True)]
-    slices = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    cube = image[slices]
-    local = tuple(int(c) - a for c, a in zip(point, lo, strict=True))
-    t = otsu_threshold(cube)
-    side = np.ones(cube.shape, bool) if t is None else (cube > t) == (cube[local] > t)
+) -> tuple[Slices, np.ndarray]:
+    """The 6-connected part of `click_side` that holds the click: (the cube's slices, the
+    region inside the cube)."""
+    slices, side = click_side(image, point, radius)
+    local = tuple(int(c) - s.start for c, s in zip(point, slices, strict=True))
     components = cc3d.connected_components(np.ascontiguousarray(side, np.uint8), connectivity=6)
     return slices, components == components[local]
 
@@ -245,11 +261,11 @@ def grow_empty_answer(
 ) -> bool:
     """The `click_grow` rule for one click-only object, in place; True if it grew."""
     seeds = [p for p, s in zip(points, positive, strict=True) if s]
-    seeds = [p for p in seeds if all(0 <= c < n for c, n in zip(p, labels.shape, strict=True))]
+    seeds = [p for p in seeds if _inside(p, labels.shape)]
     if not seeds:
         return False
     r = click_radius
-    ball_voxels = int(_ball((r, r, r), r, (2 * r + 1,) * 3)[1].sum())
+    ball_voxels = int(ball((2 * r + 1,) * 3, (r, r, r), r)[1].sum())
     if int((labels == label).sum()) - len(seeds) * ball_voxels >= GROW_BELOW:
         return False
     for p in seeds:

@@ -34,24 +34,16 @@ import numpy as np
 
 from ..challenge import ChallengeCase
 from ..prompts import Box
-from ..rules import otsu_threshold
+from ..rules import Slices, ball, click_side, otsu_threshold
 from .metrics import _bbox
 
 BALL_RADIUS = 3  # voxels, in index space (the clicks are voxel indices)
 LOCAL_RADIUS = 10  # half size of the cube searched around a click outside any box
 CONNECTIVITY = 6  # face connectivity: a thresholded object leaks less into its neighbours
 
-Slices = tuple[slice, slice, slice]
-
 
 def _box_slices(box: Box) -> Slices:
     return tuple(slice(a, b + 1) for a, b in zip(box.lo, box.hi, strict=True))
-
-
-def _cube_slices(point: tuple[int, int, int], radius: int, shape: tuple[int, ...]) -> Slices:
-    return tuple(
-        slice(max(0, p - radius), min(n, p + radius + 1)) for p, n in zip(point, shape, strict=True)
-    )
 
 
 def _contains(slices: Slices, point: tuple[int, int, int]) -> bool:
@@ -62,23 +54,11 @@ def _local(point: tuple[int, int, int], slices: Slices) -> tuple[int, int, int]:
     return tuple(p - s.start for p, s in zip(point, slices, strict=True))
 
 
-def ball(
-    shape: tuple[int, ...], point: tuple[int, int, int], radius: float = BALL_RADIUS
-) -> tuple[Slices, np.ndarray]:
-    """A ball of `radius` voxels around `point`, clipped to the volume: (slices, mask)."""
-    r = int(np.ceil(radius))
-    slices = _cube_slices(point, r, shape)
-    grids = np.ogrid[
-        tuple(slice(s.start - p, s.stop - p) for s, p in zip(slices, point, strict=True))
-    ]
-    return slices, sum(g * g for g in grids) <= radius * radius
-
-
-BALL_VOLUME = int(ball((7, 7, 7), (3, 3, 3))[1].sum())
+BALL_VOLUME = int(ball((7, 7, 7), (3, 3, 3), BALL_RADIUS)[1].sum())
 
 
 def _paint_ball(mask: np.ndarray, point: tuple[int, int, int], value: bool) -> None:
-    slices, b = ball(mask.shape, point)
+    slices, b = ball(mask.shape, point, BALL_RADIUS)
     mask[slices][b] = value
 
 
@@ -167,13 +147,7 @@ class OtsuBaseline:
         self, image: np.ndarray, point: tuple[int, int, int]
     ) -> tuple[Slices, np.ndarray]:
         """Otsu split of a cube around the click; the click's own side."""
-        slices = _cube_slices(point, self.local_radius, image.shape)
-        crop = image[slices]
-        t = otsu_threshold(crop)
-        if t is None:
-            return slices, np.ones(crop.shape, bool)
-        bright = crop > t
-        return slices, bright if bright[_local(point, slices)] else ~bright
+        return click_side(image, point, self.local_radius)
 
     def _add_at(
         self,
