@@ -15,13 +15,14 @@
 #   4. builds ensam:latest from the repository (BASE_IMAGE=ensam-base:bookworm, offline
 #      install from wheels/); while weights/ensam.pt is not there, from a copy in
 #      .docker-build/ (git-ignored) with an UNTRAINED checkpoint, with a warning;
-#   5. makes the synthetic sample cases (`python -m ensam_infer samples`) and runs, for
-#      every case, the organizers' exact command (without --gpus, with --network none)
-#      for the box step and for click steps whose inputs are rewritten the way the
-#      organizers' script does it (clicks, clicks_order, prev_pred); every output is
-#      checked (exit status, rewritten, `segs` uint8 of the image's shape, not empty).
-#      The outputs folder is owned by root with mode 755 (only root can write there),
-#      and what the container leaves in it must be removable by a non-root user.
+#   5. makes the synthetic sample cases (`python -m ensam_infer samples`) and runs the
+#      organizers' protocol on them through the project's evaluator
+#      (`python -m ensam_infer evaluate --mode docker --strict`): the organizers' exact
+#      command per step (with --network none; --gpus when nvidia-smi works), their click
+#      rule and input rewriting. Every step must exit 0 and rewrite a uint8 `segs` of the
+#      image's shape that finds the objects (DSC > 0). The outputs folder is owned by
+#      root with mode 755 (only root can write there), and what the container leaves in
+#      it must be removable by a non-root user.
 #
 # Measured on 2 busy cores: debootstrap + tarball about 40-85 s (first run only),
 # wheel download about 5 s, image build about 75-100 s (about 5 s when cached), each
@@ -29,13 +30,12 @@
 #
 # Environment:
 #   PYTHON        python with the package's dependencies (default: .venv/bin/python,
-#                 else python3); used for the samples, the click simulation and pip.
+#                 else python3); used for the samples, the evaluator and pip.
 #   IMAGE         image to build and test (default ensam:latest)
 #   BASE_IMAGE    base image (default ensam-base:bookworm)
 #   DEBIAN_MIRROR Debian mirror for debootstrap (default: read from the apt sources)
 #   TORCH_SPEC    torch requirement for the wheels (default: torch==<PYTHON's torch>)
 #   CLICK_STEPS   click steps simulated per case after the box step (default 2)
-#   GPUS          e.g. 0 to add --gpus "device=0" to the runs (default: none)
 #   SAVE=1        also time `docker save | gzip` and print the archive size
 #   KEEP=1        keep the scratch folder
 set -euo pipefail
@@ -265,185 +265,49 @@ check_image() {
 }
 
 # ---------------------------------------------------------------- 5. runs
-# Rewrite the input npz the way CVPR25_iter_eval.py does before a click step: for each
-# class, a click in the largest 26-connected error component at its maximal distance
-# from the border (fg if the gt is the class there, else bg); no click if the class is
-# perfect. If no class got a click, one fg click at the centre of class 1's gt.
-# Saved with savez_compressed: boxes kept, other extra keys (text_prompts) dropped.
-simulate_clicks() { # <input npz> <gt npz> <previous output npz or ''> <state.pkl>
-    "$PYTHON" - "$@" <<'PY'
-import os, pickle, sys
-import numpy as np
-import cc3d
-from scipy.ndimage import distance_transform_edt
-
-inp, gt_path, prev_path, state_path = sys.argv[1:5]
-d = np.load(inp, allow_pickle=True)
-gts = np.load(gt_path, allow_pickle=True)["gts"]
-if prev_path and os.path.isfile(prev_path):
-    segs = np.load(prev_path, allow_pickle=True)["segs"].astype(np.uint8)
-else:
-    segs = np.zeros_like(gts, dtype=np.uint8)  # as the organizers: no output -> zeros
-classes = [int(c) for c in np.unique(gts) if c != 0]
-if os.path.isfile(state_path):
-    with open(state_path, "rb") as f:
-        clicks, order = pickle.load(f)
-elif "clicks" in d.files:  # the sample is already a click-step input: go on from its clicks
-    clicks = [{"fg": [list(p) for p in c.get("fg", [])], "bg": [list(p) for p in c.get("bg", [])]}
-              for c in d["clicks"]]
-    order = [list(o) for o in d["clicks_order"]] if "clicks_order" in d.files else [[] for _ in clicks]
-    if len(clicks) != len(classes) or len(order) != len(classes):
-        sys.exit(f"{inp}: {len(clicks)} click dicts / {len(order)} click orders for {len(classes)} classes")
-else:
-    clicks = [{"fg": [], "bg": []} for _ in classes]
-    order = [[] for _ in classes]
-
-def edt_center(comp):
-    coords = np.argwhere(comp)
-    lo, hi = coords.min(0), coords.max(0) + 1
-    pad = np.maximum(((hi - lo) * 0.25).astype(int), 1)
-    crop = np.zeros(hi - lo + 2 * pad, np.uint8)
-    crop[tuple(slice(p, p + s) for p, s in zip(pad, hi - lo))] = comp[tuple(slice(a, b) for a, b in zip(lo, hi))]
-    edt = distance_transform_edt(crop)[tuple(slice(p, p + s) for p, s in zip(pad, hi - lo))]
-    np.random.seed(42)
-    best = np.argwhere(edt == edt.max())
-    return tuple(int(v) + int(o) for v, o in zip(best[np.random.choice(len(best))], lo))
-
-n_new = 0
-for i, k in enumerate(classes):
-    err = ((segs == k) != (gts == k)).astype(np.uint8)
-    if not err.any():
-        continue
-    cc = cc3d.connected_components(err, connectivity=26)
-    sizes = np.bincount(cc.ravel()); sizes[0] = 0
-    c = edt_center(cc == np.argmax(sizes))
-    kind = "fg" if gts[c] == k else "bg"
-    clicks[i][kind].append([np.int64(v) for v in c]); order[i].append(kind); n_new += 1
-if n_new == 0:
-    zz, yy, xx = np.nonzero(gts == classes[0])
-    pts = np.stack([zz, yy, xx], 1)
-    c = pts[np.argmin(((pts - pts.mean(0)) ** 2).sum(1))]
-    clicks[0]["fg"].append([np.int64(v) for v in c]); order[0].append("fg"); n_new = 1
-try:  # a plain 2-D string array when every class has as many entries (as np.savez does)
-    order_arr = np.asarray(order)
-    if order_arr.dtype == object:
-        raise ValueError
-except ValueError:  # ragged: an object array of lists (old NumPy made this implicitly)
-    order_arr = np.empty(len(order), dtype=object)
-    for i, o in enumerate(order):
-        order_arr[i] = list(o)
-clicks_arr = np.empty(len(clicks), dtype=object)
-for i, c in enumerate(clicks):
-    clicks_arr[i] = c
-out = dict(imgs=d["imgs"], spacing=d["spacing"], clicks=clicks_arr, clicks_order=order_arr, prev_pred=segs)
-if "boxes" in d.files:
-    out["boxes"] = d["boxes"]
-tmp = inp + ".tmp.npz"
-np.savez_compressed(tmp, **out)
-os.replace(tmp, inp)
-with open(state_path, "wb") as f:
-    pickle.dump((clicks, order), f)
-print(f"    clicks: {n_new} new; " + "; ".join(
-    f"class {k}: fg {len(c['fg'])} bg {len(c['bg'])}" for k, c in zip(classes, clicks)))
-PY
-}
-
-check_output() { # <input npz> <output npz> <gt npz>
-    "$PYTHON" - "$@" <<'PY'
-import sys
-import numpy as np
-inp, out, gt = sys.argv[1:4]
-img = np.load(inp, allow_pickle=True)["imgs"]
-with np.load(out, allow_pickle=False) as f:
-    if "segs" not in f.files:
-        sys.exit(f"{out}: no 'segs' key (keys: {f.files})")
-    segs = f["segs"]
-if segs.dtype != np.uint8:
-    sys.exit(f"{out}: segs dtype {segs.dtype}, expected uint8")
-if segs.shape != img.shape:
-    sys.exit(f"{out}: segs shape {segs.shape} != imgs shape {img.shape}")
-if not segs.any():
-    sys.exit(f"{out}: segs is all zero")
-gts = np.load(gt, allow_pickle=True)["gts"]
-dsc = []
-for k in [int(c) for c in np.unique(gts) if c]:
-    a, b = segs == k, gts == k
-    dsc.append(f"{k}:{2 * (a & b).sum() / max(a.sum() + b.sum(), 1):.3f}")
-print(f"    segs ok {segs.shape} labels {sorted(int(v) for v in np.unique(segs))}; DSC {' '.join(dsc)}")
-PY
-}
-
-RUN_TIMES=()
-run_step() { # <run dir> <label>: the organizers' command, from the run dir
-    local dir=$1 label=$2 t0 rc dt gpu=()
-    [[ -n "${GPUS:-}" ]] && gpu=(--gpus "device=$GPUS")
-    t0=$(now)
-    set +e
-    (cd "$dir" && docker container run "${gpu[@]}" -m 32G --name "$CONTAINER" --rm --network none \
-        -v "$PWD/inputs/":/workspace/inputs/ -v "$PWD/outputs/":/workspace/outputs/ \
-        "$IMAGE" /bin/bash -c "sh predict.sh") >"$WORK/run.log" 2>&1
-    rc=$?
-    set -e
-    dt=$(since "$t0")
-    sed 's/^/    | /' "$WORK/run.log" | tail -15
-    echo "    docker run: ${dt} s, exit $rc"
-    RUN_TIMES+=("$(printf '%-56s %8s s' "run $label" "$dt")")
-    [[ $rc -eq 0 ]] || die "container exited with $rc at $label"
-}
-
+# The project's evaluator drives the container (python -m ensam_infer evaluate --mode
+# docker): the organizers' command per step, their click rule and input rewriting, from
+# the one implementation in ensam_infer/evaluation. --strict fails the run on any step
+# error (non-zero exit, no output, unreadable, wrong shape or dtype, output not rewritten).
 run_cases() {
-    local samples="$WORK/samples" run="$WORK/run"
+    local samples="$WORK/samples" eval_dir="$WORK/eval"
     log "writing sample cases with $PYTHON -m ensam_infer samples"
     (cd "$REPO" && "$PYTHON" -m ensam_infer samples --out "$samples") >"$WORK/samples.log" 2>&1 \
         || { cat "$WORK/samples.log" >&2; die "python -m ensam_infer samples failed"; }
     compgen -G "$samples/imgs/*.npz" >/dev/null || die "no sample cases in $samples/imgs"
-    # outputs: created here by root with mode 755, i.e. the case where only root can
-    # write; shared by all cases and steps, as with the organizers.
-    mkdir -p "$run/inputs" "$run/outputs"
-    chmod 755 "$run/outputs"
-    local case_npz name inp out gt step kind before
-    for case_npz in "$samples"/imgs/*.npz; do
-        name=$(basename "$case_npz" .npz)
-        inp="$run/inputs/$name.npz" out="$run/outputs/$name.npz" gt="$samples/gts/$name.npz"
-        [[ -f "$gt" ]] || die "no ground truth $gt"
-        rm -f "$run"/inputs/*
-        cp "$case_npz" "$inp"
-        kind=$("$PYTHON" -c 'import sys, numpy as np; f = np.load(sys.argv[1], allow_pickle=True).files; print("boxes" if "boxes" in f else "clicks" if "clicks" in f else "none")' "$inp")
-        log "case $name (prompts: $kind)"
-        step=1
-        if [[ $kind == boxes ]]; then
-            echo "  step 1 (box)"
-            run_step "$run" "$name step 1 (box)"
-            [[ -f "$out" ]] || die "$name step 1: no output $out"
-            check_output "$inp" "$out" "$gt" || die "$name step 1: bad output"
-        else
-            echo "  no boxes: the organizers skip the box step"
-        fi
-        if [[ $kind == clicks ]]; then
-            step=2
-            echo "  step 2 (the sample's own clicks)"
-            run_step "$run" "$name step 2 (sample clicks)"
-            [[ -f "$out" ]] || die "$name step 2: no output $out"
-            check_output "$inp" "$out" "$gt" || die "$name step 2: bad output"
-        fi
-        for step in $(seq $((step + 1)) $((step + CLICK_STEPS))); do
-            echo "  step $step (clicks)"
-            simulate_clicks "$inp" "$gt" "$out" "$WORK/$name.clicks.pkl" || die "$name step $step: click simulation failed"
-            before=$(stat -c '%i %y' "$out" 2>/dev/null || echo none)
-            run_step "$run" "$name step $step (click)"
-            [[ -f "$out" ]] || die "$name step $step: no output $out"
-            [[ "$(stat -c '%i %y' "$out")" != "$before" ]] || die "$name step $step: output was not rewritten (stale file from the previous step)"
-            check_output "$inp" "$out" "$gt" || die "$name step $step: bad output"
-        done
-    done
+    log "evaluate --mode docker: box step + $CLICK_STEPS click steps per case (log: $WORK/eval.log)"
+    local t0 rc
+    t0=$(now)
+    set +e
+    (cd "$REPO" && "$PYTHON" -m ensam_infer evaluate --mode docker --image "$IMAGE" \
+        --images "$samples/imgs" --labels "$samples/gts" --out "$eval_dir" --methods ensam \
+        --clicks "$CLICK_STEPS" --strict --keep-work) >"$WORK/eval.log" 2>&1
+    rc=$?
+    set -e
+    grep -E '^ensam ' "$WORK/eval.log" | sed 's/^/    /'
+    timing "evaluate --mode docker (all cases and steps)" "$(since "$t0")"
+    [[ $rc -eq 0 ]] || { tail -20 "$WORK/eval.log" >&2; die "evaluate --mode docker exited with $rc"; }
+    # Every step that ran must have found the objects (the per-case CSV: step 1 of a case
+    # without boxes is the organizers' 0 placeholder).
+    "$PYTHON" - "$eval_dir/ensam_per_case.csv" "$CLICK_STEPS" <<'PY' || die "a step segmented nothing"
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+steps = int(sys.argv[2]) + 1
+bad = [f"{r['CaseName']} step {i}" for r in rows for i in range(1, steps + 1)
+       if (i > 1 or r["box_step"] == "1") and not float(r[f"DSC_{i}"]) > 0]
+print(f"    {len(rows)} cases scored; DSC > 0 at every step that ran" if not bad else "")
+sys.exit(f"DSC 0 at {', '.join(bad)}" if bad else 0)
+PY
     # The organizers' script (not root) deletes the outputs folder between submissions:
     # nothing the container left there may block that.
-    local blocked
-    blocked=$(find "$run/outputs" -mindepth 1 -type d ! -perm -0003 -printf '%p (%m %u)\n')
+    local outputs blocked
+    outputs=$(find "$eval_dir/work" -mindepth 2 -maxdepth 2 -type d -name outputs | head -1)
+    [[ -n "$outputs" ]] || die "the evaluator's outputs folder is missing"
+    blocked=$(find "$outputs" -mindepth 1 -type d ! -perm -0003 -printf '%p (%m %u)\n')
     [[ -z "$blocked" ]] || die "folders in outputs that a non-root user could not empty: $blocked"
     echo
     echo "outputs folder after all runs:"
-    (cd "$run/outputs" && find . -mindepth 1 -printf '  %M %u %p\n' | sort | head -20)
+    (cd "$outputs" && find . -mindepth 1 -printf '  %M %u %p\n' | sort | head -20)
 }
 
 save_image() {
@@ -494,7 +358,7 @@ run_read_only
 save_image
 
 log "summary"
-printf '%s\n' "${TIMINGS[@]}" "${RUN_TIMES[@]}"
+printf '%s\n' "${TIMINGS[@]}"
 echo "image size: ${IMAGE_MB} MB; total $(since "$T_ALL") s"
 [[ -f "$WORK/weights_note" ]] && cat "$WORK/weights_note"
 echo "container smoke test passed"
