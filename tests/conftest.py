@@ -1,17 +1,17 @@
 """Shared fixtures: a tiny untrained checkpoint (the pipeline must run with any weights that
-build_model produces) and the location of the optional shared data."""
+build_model produces) and the sample organ phantom with its objects' boxes."""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from ensam_infer.model import build_model, save_checkpoint
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from ensam_infer.samples import SAMPLES, make_phantom
 
 
 @pytest.fixture(scope="session")
@@ -35,9 +35,14 @@ def _quiet_untrained_warning():
         yield
 
 
-def shared_case(name: str) -> tuple[Path, Path]:
-    img = SHARED_DATA / "real" / "imgs" / f"{name}.npz"
-    gts = SHARED_DATA / "real" / "gts" / f"{name}.npz"
-    if not img.is_file():
-        pytest.skip(f"shared data not present ({img})")
-    return img, gts
+@pytest.fixture(scope="session")
+def phantom() -> tuple[np.ndarray, np.ndarray]:
+    """The organs sample's (image, labels), as `python -m ensam_infer samples` makes it."""
+    shape, kinds, _ = SAMPLES["Sample_phantom_organs"]
+    return make_phantom(shape, np.random.default_rng(0), kinds)
+
+
+def mask_bbox(mask: np.ndarray) -> tuple[int, ...]:
+    """(z0, y0, x0, z1, y1, x1) of a mask, inclusive: a user's box drawn tight around it."""
+    idx = np.nonzero(mask)
+    return tuple(int(v.min()) for v in idx) + tuple(int(v.max()) for v in idx)

@@ -10,9 +10,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import mask_bbox
 
 from ensam_infer.prompts import Box, PromptError
-from ensam_infer.samples import SAMPLES, make_phantom
+from ensam_infer.samples import SAMPLES
 from ensam_infer.session import EnsamSession
 from ensam_napari.controller import (
     GEOMETRY_KEY,
@@ -153,17 +154,6 @@ def test_bookkeeping_validates_prompts_and_hands_out_object_ids():
 
 
 # ----- against the session ------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def phantom():
-    shape, kinds, _ = SAMPLES["Sample_phantom_organs"]
-    return make_phantom(shape, np.random.default_rng(0), kinds)
-
-
-def _bbox(mask):
-    idx = np.nonzero(mask)
-    return tuple(int(v.min()) for v in idx) + tuple(int(v.max()) for v in idx)
-
-
 def _centre(mask):
     return tuple(int(v) for v in np.argwhere(mask).mean(axis=0))
 
@@ -191,7 +181,7 @@ def case(request, tiny_model, phantom):
     controller.set_image(image, spacing=SCALE)
     ref = EnsamSession(tiny_model, device="cpu", crop=crop)
     ref.set_image(image, spacing=SCALE)
-    box = _bbox(labels == 1)
+    box = mask_bbox(labels == 1)
     inside = _centre(labels == 1)
     outside = (inside[0], box[1] + 1, box[2] + 1)
     return SimpleNamespace(c=controller, ref=ref, calls=calls, labels=labels, box=box,
@@ -240,7 +230,7 @@ def test_undo_and_reset_give_back_earlier_answers_without_the_network(case):
     # a second object (with crop="union" it changes the shared region); resetting it gives
     # object 1 its answer back exactly
     c.new_object()
-    c.set_box(_bbox(case.labels == 2))
+    c.set_box(mask_bbox(case.labels == 2))
     step = c.run()
     assert set(np.unique(step.labels)) == {0, 1, 2} and step.encoded
     c.reset_object(2)

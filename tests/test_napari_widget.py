@@ -38,25 +38,15 @@ if (_why := _qt_problem()) is not None:
 
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
+from conftest import mask_bbox  # noqa: E402
 
-from ensam_infer.samples import SAMPLES, make_phantom  # noqa: E402
+from ensam_infer.samples import SAMPLES  # noqa: E402
 from ensam_infer.session import EnsamSession  # noqa: E402
 from ensam_napari import widget as widget_module  # noqa: E402
 from ensam_napari.widget import EnsamWidget  # noqa: E402
 
 SCALE = (2.5, 1.0, 1.0)
 TIMEOUT_MS = 60_000
-
-
-@pytest.fixture(scope="module")
-def phantom():
-    shape, kinds, _ = SAMPLES["Sample_phantom_organs"]
-    return make_phantom(shape, np.random.default_rng(0), kinds)
-
-
-def _bbox(mask):
-    idx = np.nonzero(mask)
-    return tuple(int(v.min()) for v in idx) + tuple(int(v.max()) for v in idx)
 
 
 def _rectangle(box, z):
@@ -99,7 +89,7 @@ def _reference(tiny_model, image):
 
 def test_box_and_clicks_give_the_sessions_answer_and_undo_reset_work(setup, tiny_model, errors):
     w, wait = setup.widget, setup.wait
-    box = _bbox(setup.labels == 1)
+    box = mask_bbox(setup.labels == 1)
     z_mid = (box[0] + box[3]) // 2
     setup.viewer.dims.set_point(0, z_mid * SCALE[0])
     assert w.depth() == (z_mid - 3, z_mid + 3)  # the spin boxes follow the slice
@@ -155,7 +145,7 @@ def test_encoder_runs_once_and_the_model_runs_off_the_ui_thread(setup, monkeypat
         return original(*args, **kwargs)
 
     monkeypatch.setattr(session.model, "encode", encode)
-    box = _bbox(setup.labels == 1)
+    box = mask_bbox(setup.labels == 1)
     z_mid = (box[0] + box[3]) // 2
     w.draw_box(_rectangle(box, z_mid))
     centre = tuple(int(v) for v in np.argwhere(setup.labels == 1).mean(axis=0))
@@ -171,7 +161,7 @@ def test_encoder_runs_once_and_the_model_runs_off_the_ui_thread(setup, monkeypat
 
 def test_negative_modifier_corners_box_and_second_object(setup):
     w, wait = setup.widget, setup.wait
-    box = _bbox(setup.labels == 2)
+    box = mask_bbox(setup.labels == 2)
     w.corners_check.setChecked(True)
     w.points_layer.add(np.array(box[:3], float))
     assert not w.busy  # one corner is not a box yet
@@ -188,7 +178,7 @@ def test_negative_modifier_corners_box_and_second_object(setup):
     assert w.controller.prompts().clicks[-1][1] is False
 
     assert w.new_object() == 2
-    other = _bbox(setup.labels == 1)
+    other = mask_bbox(setup.labels == 1)
     w.z_lock.setChecked(True)
     w.z_from.setValue(other[0])
     w.z_to.setValue(other[3])
@@ -210,7 +200,7 @@ def test_bad_prompts_and_model_errors_are_notifications(setup, errors, monkeypat
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(w.controller.session(), "predict", broken)
-    box = _bbox(setup.labels == 1)
+    box = mask_bbox(setup.labels == 1)
     w.draw_box(_rectangle(box, (box[0] + box[3]) // 2))
     wait()
     assert "out of memory" in errors[-1] and w.status.text().startswith("error")
@@ -223,7 +213,7 @@ def test_bad_prompts_and_model_errors_are_notifications(setup, errors, monkeypat
 
 def test_save_writes_the_labels_with_the_image_geometry(setup, qtbot, tmp_path):
     w, wait = setup.widget, setup.wait
-    box = _bbox(setup.labels == 1)
+    box = mask_bbox(setup.labels == 1)
     w.draw_box(_rectangle(box, (box[0] + box[3]) // 2))
     wait()
     out = tmp_path / "mask.nii.gz"
