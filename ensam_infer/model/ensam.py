@@ -13,7 +13,7 @@ from .decoder import MaskDecoder
 from .encoder import ImageEncoder
 from .positional import build_positional, grid_positions
 from .prompts import ClassPrompt, DensePromptEncoder, SparsePromptEncoder
-from .transformer import TwoWayTransformer
+from .transformer import TwoWayTransformer, unit
 
 
 class Ensam(nn.Module):
@@ -60,6 +60,8 @@ class Ensam(nn.Module):
         extent = float(max(input_shape))
         latent = latent.expand(batch, -1, -1, -1, -1) if latent.shape[0] == 1 else latent
         if prev_logits is not None:
+            if self.config.dense_on_unit_latent:
+                latent = unit(latent, dim=1)
             dense = self.dense(prev_logits.to(latent.dtype))
             if prev_valid is not None:
                 dense = dense * prev_valid.to(dense.dtype).view(-1, 1, 1, 1, 1)

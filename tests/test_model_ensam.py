@@ -1,0 +1,70 @@
+"""The assembled network: how the dense prompt (previous logits) enters the latent."""
+
+import numpy as np
+import pytest
+import torch
+
+from ensam_infer.model import ClassPrompt, build_model
+
+PROMPT = ClassPrompt(
+    box=np.array([2, 4, 4, 12, 20, 20], np.float32),
+    points=np.array([[6, 10, 10]], np.float32),
+    positive=np.array([True]),
+)
+
+
+def _model(unit_latent: bool):
+    torch.manual_seed(0)
+    return build_model("ensam_tiny", dense_on_unit_latent=unit_latent).eval()
+
+
+def _prompt_effect(model, features, prev):
+    """Mean absolute change of the logits that the dense prompt causes."""
+    with torch.no_grad():
+        without = model.decode(features, [PROMPT], None)
+        with_prev = model.decode(features, [PROMPT], prev)
+    return float((with_prev - without).abs().mean())
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    torch.manual_seed(1)
+    image = torch.rand(1, 1, 16, 24, 24)
+    prev = torch.randn(1, 1, 16, 24, 24) * 5
+    return image, prev
+
+
+def test_a_large_latent_drowns_the_dense_prompt_unless_it_is_normalized_first(inputs):
+    image, prev = inputs
+    for unit_latent, expect_kept in ((False, False), (True, True)):
+        model = _model(unit_latent)
+        with torch.no_grad():
+            features = model.encode(image)
+        big = features[:-1] + [features[-1] * 1000]  # an encoder whose output has grown
+        small_effect = _prompt_effect(model, features, prev)
+        big_effect = _prompt_effect(model, big, prev)
+        assert small_effect > 1e-3
+        if expect_kept:
+            assert big_effect == pytest.approx(small_effect, rel=1e-3)
+        else:
+            assert big_effect < 0.05 * small_effect
+
+
+def test_unit_latent_without_a_dense_prompt_is_the_papers_network(inputs):
+    image, prev = inputs
+    paper, ours = _model(False), _model(True)
+    ours.load_state_dict(paper.state_dict())
+    with torch.no_grad():
+        features = paper.encode(image)
+        torch.testing.assert_close(
+            ours.decode(features, [PROMPT], None), paper.decode(features, [PROMPT], None)
+        )
+        # a zeroed output conv adds nothing: the starting point of a fine-tune with it
+        torch.nn.init.zeros_(ours.dense.out.weight)
+        torch.nn.init.zeros_(ours.dense.out.bias)
+        torch.testing.assert_close(
+            ours.decode(features, [PROMPT], prev),
+            paper.decode(features, [PROMPT], None),
+            rtol=1e-4,
+            atol=1e-4,
+        )
