@@ -26,6 +26,10 @@ DEFAULTS: dict = {
         "gamma": 0.3,
         "max_voxels": 64 * 64 * 64,
         "click_steps": [2, 3],
+        # share of samples whose click steps get the previous answer as a mask, not logits
+        "p_mask_prompt": 0.0,
+        # parameter prefixes zeroed at the start of a new run (after --init)
+        "zero_init": [],
         "accumulate": 2,
         "clip": 1.0,
         "seed": 0,

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ensam_infer.evaluation.clicks import simulate_click
 from ensam_infer.model import ClassPrompt, Ensam
+from ensam_infer.rules import PSEUDO_LOGIT
 
 from .example import Example
 
@@ -43,9 +44,17 @@ def next_click(logits: torch.Tensor, target: torch.Tensor) -> tuple[np.ndarray, 
 
 
 def run_interaction(
-    model: Ensam, example: Example, click_steps: int, device: torch.device
+    model: Ensam,
+    example: Example,
+    click_steps: int,
+    device: torch.device,
+    mask_prompt: bool = False,
 ) -> tuple[torch.Tensor, list[float]]:
-    """Loss summed over the steps, and the hard Dice after each step."""
+    """Loss summed over the steps, and the hard Dice after each step.
+
+    `mask_prompt`: the dense prompt of each click step is the previous answer as a mask
+    (pseudo-logits of +-PSEUDO_LOGIT), not its logits: what inference gives the network
+    when an object's crop changed or its cached logits are gone."""
     image = example.image[None].to(device)
     target = example.target.to(device)
     features = model.encode(image)
@@ -76,4 +85,6 @@ def run_interaction(
         points = np.concatenate([points, click[0][None]])
         positive = np.append(positive, click[1])
         prev = logits.detach()[None]
+        if mask_prompt:
+            prev = torch.where(prev > 0, PSEUDO_LOGIT, -PSEUDO_LOGIT)
     return torch.stack(losses).sum(), dices

@@ -142,9 +142,9 @@ class InteractionLoss(torch.nn.Module):
         self.model = model
 
     def forward(
-        self, example: Example, click_steps: int, device: torch.device
+        self, example: Example, click_steps: int, device: torch.device, mask_prompt: bool
     ) -> tuple[torch.Tensor, list[float]]:
-        return run_interaction(self.model, example, click_steps, device)
+        return run_interaction(self.model, example, click_steps, device, mask_prompt)
 
 
 def _distributed() -> tuple[int, int]:
@@ -196,6 +196,19 @@ def _check_ranks_agree(model: torch.nn.Module, world: int, run_dir: Path) -> Non
         raise RuntimeError(f"ranks ended with different weights: {digests}")
 
 
+def _zero_init(model: torch.nn.Module, prefixes: list[str]) -> None:
+    """Zero the parameters under each prefix (a new run only): a path that starts at zero
+    changes nothing at first and is learned from there, e.g. the dense prompt's output
+    conv when the weights came from a network whose dense path had no effect."""
+    for prefix in prefixes:
+        params = [p for name, p in model.named_parameters() if name.startswith(prefix + ".")]
+        if not params:
+            raise ValueError(f"zero_init: no parameters under {prefix!r}")
+        with torch.no_grad():
+            for p in params:
+                p.zero_()
+
+
 def train(
     run_dir: str | Path,
     config_path: str | Path | None = None,
@@ -233,11 +246,13 @@ def train(
         state = ckpt["state"]
         torch.set_rng_state(ckpt["torch_rng"])
         print(f"resumed {run_dir} at step {state['step']}", flush=True)
-    elif init_weights is not None:
-        from ensam_infer.model import load_checkpoint
+    else:
+        if init_weights is not None:
+            from ensam_infer.model import load_checkpoint
 
-        model.load_state_dict(load_checkpoint(init_weights).state_dict())
-        print(f"initialized from {init_weights}", flush=True)
+            model.load_state_dict(load_checkpoint(init_weights).state_dict())
+            print(f"initialized from {init_weights}", flush=True)
+        _zero_init(model, tc["zero_init"])
     model.train()
     loss_module: torch.nn.Module = InteractionLoss(model)
     if world > 1:
@@ -313,12 +328,14 @@ def train(
             example = next(data_iter)
             state["sample"] += 1
             steps = int(click_rng.integers(tc["click_steps"][0], tc["click_steps"][1] + 1))
+            # drawn only when used, so runs without it keep their click-step stream
+            mask_prompt = tc["p_mask_prompt"] > 0 and bool(click_rng.random() < tc["p_mask_prompt"])
             # Gradients are averaged across ranks once per step, in the last backward.
             last_micro = micro == tc["accumulate"] - 1
             sync = contextlib.nullcontext() if world == 1 or last_micro else loss_module.no_sync()
             with sync:
                 with amp if amp is not None else contextlib.nullcontext():
-                    loss, dices = loss_module(example, steps, device)
+                    loss, dices = loss_module(example, steps, device, mask_prompt)
                 (loss / tc["accumulate"]).backward()
             total += float(loss.detach()) / tc["accumulate"]
             dice_first.append(dices[0])

@@ -121,3 +121,31 @@ def weights_digest_of(state_dict: dict) -> str:
     model = build_model("ensam_tiny")
     model.load_state_dict(state_dict)
     return weights_digest(model)
+
+
+def test_zero_init_zeroes_a_path_of_a_new_run_only(tmp_path):
+    over = {"train": {"zero_init": ["dense.out"]}}
+    train(tmp_path / "run", SMOKE, overrides=over, max_steps=0)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert not ckpt["model"]["dense.out.weight"].any() and not ckpt["model"]["dense.out.bias"].any()
+    assert ckpt["model"]["dense.convs.0.weight"].any()
+    with pytest.raises(ValueError, match="no parameters under 'dense.nope'"):
+        train(tmp_path / "bad", SMOKE, overrides={"train": {"zero_init": ["dense.nope"]}})
+
+
+def test_mask_prompt_gives_the_previous_answer_as_a_mask(monkeypatch):
+    torch.manual_seed(0)
+    model = build_model("ensam_tiny")
+    seen = []
+    decode = model.decode
+
+    def spy(features, prompts, prev=None, prev_valid=None):
+        seen.append(None if prev is None else prev.detach().clone())
+        return decode(features, prompts, prev, prev_valid)
+
+    monkeypatch.setattr(model, "decode", spy)
+    loss, dices = run_interaction(model, _fixed_example(), 2, torch.device("cpu"), True)
+    assert torch.isfinite(loss) and len(dices) == len(seen) == 3
+    assert seen[0] is None  # the box step has no previous answer
+    for prev in seen[1:]:
+        assert set(prev.unique().tolist()) <= {-5.0, 5.0}
