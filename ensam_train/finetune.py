@@ -377,22 +377,19 @@ def _evaluate(heldout: Path, out_dir: Path, weights: Path, device: str) -> dict:
 
 
 def _patch_model_metadata(model_path: Path, weights: Path, data_dir: Path) -> int:
-    """Add where the fine-tuning started to model.pt (and keep the source weights'
-    recommended inference size cap, which the session reads); returns its step."""
-    import torch
+    """Add where the fine-tuning started to model.pt, and keep the source weights'
+    recommended inference settings (crop mode, size cap), which the session reads when
+    the caller does not choose; returns its step."""
+    from ensam_infer.model import INFERENCE_KEYS, read_metadata, set_metadata
 
-    from ensam_infer.model import load_checkpoint, save_checkpoint
-
-    model = load_checkpoint(model_path)
     try:
-        source = torch.load(weights, map_location="cpu", weights_only=True)["metadata"] or {}
+        source = read_metadata(weights)
     except Exception:  # the starting weights moved away since the run began
         source = {}
-    meta = dict(model.metadata)
-    meta.update(finetuned_from=str(weights), finetune_data=str(data_dir))
-    if "inference_max_voxels" in source:
-        meta["inference_max_voxels"] = source["inference_max_voxels"]
-    save_checkpoint(model, model_path, metadata=meta)
+    inherited = {k: source[k] for k in INFERENCE_KEYS if k in source}
+    meta = set_metadata(
+        model_path, finetuned_from=str(weights), finetune_data=str(data_dir), **inherited
+    )
     return int(meta.get("steps", 0))
 
 

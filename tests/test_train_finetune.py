@@ -3,6 +3,7 @@ split, resume after an interruption, the before/after evaluations, the exported 
 and the one-line errors for unusable folders."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import SimpleITK as sitk
 import torch
 
 from ensam_infer.__main__ import main
-from ensam_infer.model import load_checkpoint
+from ensam_infer.model import load_checkpoint, set_metadata
 from ensam_infer.samples import make_phantom
 from ensam_infer.session import EnsamSession
 from ensam_train import finetune as ft
@@ -54,6 +55,10 @@ def _nifti_folder(root, names=NAMES, shape=SHAPE, nnunet=True):
 def test_finetune_resumes_and_evaluates(tmp_path, tiny_weights, monkeypatch, capsys):
     data = _nifti_folder(tmp_path / "data")
     run = tmp_path / "run"
+    # starting weights that recommend inference settings, as the shipped ones do
+    weights = tmp_path / "start.pt"
+    shutil.copyfile(tiny_weights, weights)
+    set_metadata(weights, inference_crop="object", inference_max_voxels=40_000)
     # a checkpoint every step, without the plot every step (test_train_loop covers plots)
     monkeypatch.setattr(train_module, "write_plot", lambda run_dir: None)
     _, expected_heldout = ft.split_cases(NAMES, 0.2, seed=0)
@@ -71,13 +76,13 @@ def test_finetune_resumes_and_evaluates(tmp_path, tiny_weights, monkeypatch, cap
 
     monkeypatch.setattr(train_module, "run_interaction", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        ft.finetune(data, run, weights=tiny_weights, steps=4, overrides=FAST)
+        ft.finetune(data, run, weights=weights, steps=4, overrides=FAST)
     monkeypatch.setattr(train_module, "run_interaction", real)
     ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
     assert ckpt["state"]["step"] == 2
     before_mtime = (run / "eval_before" / "summary.csv").stat().st_mtime
 
-    result = ft.finetune(data, run, weights=tiny_weights, steps=4, overrides=FAST)
+    result = ft.finetune(data, run, weights=weights, steps=4, overrides=FAST)
     out = capsys.readouterr().out
 
     info = json.loads((run / "finetune.json").read_text())
@@ -97,8 +102,11 @@ def test_finetune_resumes_and_evaluates(tmp_path, tiny_weights, monkeypatch, cap
 
     model = load_checkpoint(run / "model.pt")
     assert model.config.trained and model.metadata["steps"] == 4
-    assert model.metadata["finetuned_from"] == str(tiny_weights.resolve())
+    assert model.metadata["finetuned_from"] == str(weights.resolve())
+    assert model.metadata["inference_crop"] == "object"
+    assert model.metadata["inference_max_voxels"] == 40_000
     session = EnsamSession(run / "model.pt", device="cpu")
+    assert session.crop == "object" and session.max_voxels == 40_000
     image = np.random.default_rng(0).integers(0, 255, SHAPE).astype(np.uint8)
     session.set_image(image, spacing=(2.0, 0.8, 0.8))
     session.add_box((3, 4, 4, 8, 11, 11), object_id=1)
