@@ -190,6 +190,23 @@ def test_the_no_box_case_skips_the_box_step(boxfill_run, samples):
     )
 
 
+def test_click_only_removes_the_boxes_and_skips_the_box_step(samples, tmp_path):
+    rec = Recorder()
+    rows = evaluate(samples / "imgs", samples / "gts", tmp_path, "boxfill", cases=ORGANS,
+                    on_step=rec, click_only=True, **QUIET)  # fmt: skip
+    (row,) = rows
+    assert row["box_step"] == 0 and row["DSC_1"] == 0 and row["RunningTime_1"] == 0
+    steps = rec.of("boxfill", ORGANS)
+    assert [s for s, _, _ in steps] == [2, 3, 4, 5, 6]
+    for _, inp, _ in steps:
+        assert "boxes" not in inp and "clicks" in inp
+    # the first click is computed on an all-zero prediction: one foreground click per class
+    first = steps[0][1]
+    assert all(len(c["fg"]) == 1 and not c["bg"] for c in first["clicks"])
+    with np.load(samples / "imgs" / f"{ORGANS}.npz", allow_pickle=True) as original:
+        assert "boxes" in original.files  # the user's file is never rewritten
+
+
 # ----- missing and stale outputs, failing cases ---------------------------------------------
 class _WritesOnce(runner_mod._Method):
     """Writes a perfect answer at its first call only, then nothing (a crashing container)."""

@@ -43,7 +43,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
 from ..challenge import read_case, write_segs
 from .clicks import ClickRecorder, write_step_input
 from .metrics import N_CLICK_STEPS, auc, multiclass_scores
@@ -292,13 +291,6 @@ def _file_stamp(path: Path) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
-def _copy_without_boxes(source: Path, target: Path) -> None:
-    with np.load(source, allow_pickle=True) as data:
-        kept = {k: data[k] for k in data.files if k != "boxes"}
-    with atomic_path(target) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **kept)
-
-
 def run_case(
     runner: _Method,
     image_path: Path,
@@ -333,12 +325,12 @@ def run_case(
     row["num_class"] = len(labels)
     row["runtime_upperbound"] = len(labels) * SECONDS_PER_CLASS
     step_input = inputs / case_file
-    if click_only:
-        _copy_without_boxes(image_path, step_input)
-    else:
+    if not click_only:
+        # Without boxes there is no box step: the first input the method sees is the click
+        # step's, which write_step_input writes from scratch.
         shutil.copy(image_path, step_input)
-    with np.load(step_input, allow_pickle=True) as data:
-        has_boxes = "boxes" in data.files
+    with np.load(image_path, allow_pickle=True) as data:
+        has_boxes = "boxes" in data.files and not click_only
         boxes = data["boxes"] if has_boxes else None
         imgs, spacing = data["imgs"], data["spacing"]
     row["box_step"] = int(has_boxes)
