@@ -185,15 +185,13 @@ def load_case(pair: CasePair) -> Case:
     if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
         spacing = np.ones(3)
     labels = np.rint(labels).astype(np.int64) if labels.dtype.kind == "f" else labels
-    ids = np.unique(labels)
-    ids = ids[ids != 0]
+    from .data.label_maps import remap_consecutive
+
+    compact, ids = remap_consecutive(labels)
     if ids.size == 0:
         raise ValueError("the labels are empty (no foreground)")
     if ids.size > 255:
         raise ValueError(f"{ids.size} labels (at most 255)")
-    compact = np.zeros(labels.shape, np.uint8)
-    for k, v in enumerate(ids, start=1):
-        compact[labels == v] = k
     return Case(pair.name, to_uint8(image), compact, np.asarray(spacing, dtype=np.float64))
 
 
