@@ -226,6 +226,20 @@ def otsu_threshold(values: np.ndarray) -> int | None:
     return int(np.argmax(between))
 
 
+def local_index(point: Sequence[int], slices: Slices) -> tuple[int, int, int]:
+    """`point` (volume indices) as indices into the crop `slices`."""
+    return tuple(int(c) - s.start for c, s in zip(point, slices, strict=True))
+
+
+def component_at(mask: np.ndarray, point: tuple[int, int, int]) -> np.ndarray | None:
+    """The 6-connected component of `mask` that holds `point`; None when `mask` is off
+    there. Face connectivity: a thresholded object leaks less into its neighbours."""
+    if not mask[point]:
+        return None
+    components = cc3d.connected_components(np.ascontiguousarray(mask, np.uint8), connectivity=6)
+    return components == components[point]
+
+
 def click_side(
     image: np.ndarray, point: Sequence[int], radius: int = GROW_RADIUS
 ) -> tuple[Slices, np.ndarray]:
@@ -236,19 +250,16 @@ def click_side(
     t = otsu_threshold(cube)
     if t is None:
         return slices, np.ones(cube.shape, bool)
-    local = tuple(int(c) - s.start for c, s in zip(point, slices, strict=True))
-    return slices, (cube > t) == (cube[local] > t)
+    return slices, (cube > t) == (cube[local_index(point, slices)] > t)
 
 
 def click_region(
     image: np.ndarray, point: Sequence[int], radius: int = GROW_RADIUS
 ) -> tuple[Slices, np.ndarray]:
-    """The 6-connected part of `click_side` that holds the click: (the cube's slices, the
+    """The connected part of `click_side` that holds the click: (the cube's slices, the
     region inside the cube)."""
     slices, side = click_side(image, point, radius)
-    local = tuple(int(c) - s.start for c, s in zip(point, slices, strict=True))
-    components = cc3d.connected_components(np.ascontiguousarray(side, np.uint8), connectivity=6)
-    return slices, components == components[local]
+    return slices, component_at(side, local_index(point, slices))
 
 
 def grow_empty_answer(

@@ -34,11 +34,19 @@ import numpy as np
 
 from ..challenge import ChallengeCase
 from ..prompts import Box
-from ..rules import Slices, ball, click_side, otsu_threshold
+from ..rules import (
+    GROW_RADIUS,
+    Slices,
+    ball,
+    click_side,
+    component_at,
+    local_index,
+    otsu_threshold,
+)
 from .metrics import _bbox
 
 BALL_RADIUS = 3  # voxels, in index space (the clicks are voxel indices)
-LOCAL_RADIUS = 10  # half size of the cube searched around a click outside any box
+LOCAL_RADIUS = GROW_RADIUS  # half size of the cube searched around a click outside any box
 CONNECTIVITY = 6  # face connectivity: a thresholded object leaks less into its neighbours
 
 
@@ -48,10 +56,6 @@ def _box_slices(box: Box) -> Slices:
 
 def _contains(slices: Slices, point: tuple[int, int, int]) -> bool:
     return all(s.start <= p < s.stop for s, p in zip(slices, point, strict=True))
-
-
-def _local(point: tuple[int, int, int], slices: Slices) -> tuple[int, int, int]:
-    return tuple(p - s.start for p, s in zip(point, slices, strict=True))
 
 
 BALL_VOLUME = int(ball((7, 7, 7), (3, 3, 3), BALL_RADIUS)[1].sum())
@@ -69,16 +73,6 @@ def merge_classes(masks: list[np.ndarray | None], shape: tuple[int, ...]) -> np.
         if mask is not None:
             labels[mask & (labels == 0)] = k
     return labels
-
-
-def _component_at(mask: np.ndarray, point: tuple[int, int, int]) -> np.ndarray | None:
-    """The connected component of `mask` containing `point`, or None if point is outside."""
-    if not mask[point]:
-        return None
-    labels = cc3d.connected_components(
-        np.ascontiguousarray(mask, np.uint8), connectivity=CONNECTIVITY
-    )
-    return labels == labels[point]
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -158,11 +152,11 @@ class OtsuBaseline:
     ) -> None:
         if box_region is not None and _contains(box_region[0], point):
             slices, side = box_region
-            if not side[_local(point, slices)]:
+            if not side[local_index(point, slices)]:
                 slices, side = self._local_region(image, point)
         else:
             slices, side = self._local_region(image, point)
-        comp = _component_at(side, _local(point, slices))
+        comp = component_at(side, local_index(point, slices))
         if comp is not None:
             mask[slices] |= comp
         if comp is None or comp.sum() < BALL_VOLUME:
@@ -175,11 +169,11 @@ class OtsuBaseline:
         labels = cc3d.connected_components(
             np.ascontiguousarray(crop, np.uint8), connectivity=CONNECTIVITY
         )
-        target = labels[_local(point, box)]
+        target = labels[local_index(point, box)]
         sizes = np.bincount(labels.ravel())
         sizes[0] = 0
         protected = target == int(np.argmax(sizes)) or any(
-            _contains(box, p) and labels[_local(p, box)] == target for p in fg_points
+            _contains(box, p) and labels[local_index(p, box)] == target for p in fg_points
         )
         if protected:
             _paint_ball(mask, point, False)
