@@ -17,6 +17,9 @@ import torch.nn.functional as F
 
 from .prompts import Box, ObjectPrompts
 
+# pseudo-logits of a mask given as a dense prompt, where the network's own logits are not at hand
+PSEUDO_LOGIT = 5.0
+
 MAX_VOXELS = 256 * 128 * 128
 MARGIN = 16
 MULTIPLE = 8
@@ -149,7 +152,7 @@ def mask_to_network(mask: np.ndarray, roi: Roi) -> torch.Tensor:
     return _pool_and_pad(m, roi, F.avg_pool3d)
 
 
-def mask_to_network_logits(mask: np.ndarray, roi: Roi, value: float = 5.0) -> torch.Tensor:
+def mask_to_network_logits(mask: np.ndarray, roi: Roi, value: float = PSEUDO_LOGIT) -> torch.Tensor:
     """A binary full-volume mask as pseudo-logits in network space (1, 1, *padded): used when
     the real previous logits are unavailable (lost cache, changed crop)."""
     return (mask_to_network(mask, roi) * 2 - 1) * value

@@ -39,14 +39,13 @@ import numpy as np
 import torch
 
 from .prompts import Box
+from .roi import PSEUDO_LOGIT
 
 Slices = tuple[slice, slice, slice]
 
 RULE_NAMES = ("z_range", "debris", "clicks", "click_grow", "box_prior")
 GROW_RADIUS = 10  # half size of the cube split around a click (the Otsu baseline's)
 GROW_BELOW = 27  # voxels beyond the click balls under which an answer counts as empty
-# pseudo-logits of a mask given as a dense prompt (as for a previous answer without logits)
-PSEUDO_LOGIT = 5.0
 
 
 @dataclass(frozen=True)

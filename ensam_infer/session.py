@@ -283,14 +283,16 @@ class EnsamSession:
         made them: an object whose region changed gets pseudo-logits from the last answer,
         so later clicks still refine it instead of starting over. Features of regions no
         object uses any more are dropped."""
-        for i, roi in rois.items():
-            old = self.state.rois.get(i)
-            if old is not None and old != roi and i in self.state.logits:
-                del self.state.logits[i]
-                if self._last_labels is not None:
-                    self.state.logits[i] = mask_to_network_logits(self._last_labels == i, roi)
-                    self._stale.add(i)
-            self.state.rois[i] = roi
+        moved = [
+            i
+            for i, roi in rois.items()
+            if self.state.rois.get(i) not in (None, roi) and i in self.state.logits
+        ]
+        for i in moved:
+            del self.state.logits[i]
+        self.state.rois.update(rois)
+        if self._last_labels is not None:
+            self._logits_from_labels(moved)
         in_use = set(self.state.rois.values())
         for roi in [r for r in self.state.features if r not in in_use]:
             del self.state.features[roi]

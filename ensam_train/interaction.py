@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ensam_infer.evaluation.clicks import simulate_click
 from ensam_infer.model import ClassPrompt, Ensam
-from ensam_infer.rules import PSEUDO_LOGIT
+from ensam_infer.roi import PSEUDO_LOGIT
 
 from .example import Example
 
