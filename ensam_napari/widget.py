@@ -9,7 +9,6 @@ runs are taken together by the next run. Errors become napari notifications.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -403,9 +402,6 @@ class EnsamWidget(QWidget):
             self.labels_layer.selected_label = value
         self._corners.clear()
 
-    def select_object(self, object_id: int) -> None:
-        self.object_spin.setValue(int(object_id))
-
     def apply_depth(self) -> None:
         """Give the current object's box the slice range of the spin boxes (clicks kept)."""
         box = self.controller.prompts().box
@@ -522,7 +518,6 @@ class EnsamWidget(QWidget):
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self._worker = worker
-        self._t_start = time.perf_counter()
         self.busy_bar.setVisible(True)
         self.status.setText("running...")
         worker.start()

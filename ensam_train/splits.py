@@ -35,8 +35,3 @@ def case_files(root: str | Path, entry: str) -> tuple[Path, Path]:
     folder, _, case = entry.rpartition("/")
     base = Path(root) / folder if folder else Path(root)
     return base / "imgs" / f"{case}.npz", base / "gts" / f"{case}.npz"
-
-
-def case_name(entry: str) -> str:
-    """The case's file stem: the entry without its folder."""
-    return entry.rpartition("/")[2]

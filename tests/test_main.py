@@ -98,3 +98,11 @@ def test_init_weights_writes_an_untrained_checkpoint(tmp_path):
     from ensam_infer.model import load_checkpoint
 
     assert load_checkpoint(tmp_path / "w.pt").config.trained is False
+
+
+def test_rules_help_names_every_rule():
+    # the help text is a literal (the CLI does not import torch to print it): keep it whole
+    from ensam_infer.__main__ import RULES_HELP
+    from ensam_infer.rules import RULE_NAMES
+
+    assert all(name in RULES_HELP for name in RULE_NAMES)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from ensam_train.splits import case_files, case_name, load_split, shared_data_root
+from ensam_train.splits import case_files, load_split, shared_data_root
 
 
 def test_entries_resolve_to_image_and_label_files():
@@ -13,7 +13,6 @@ def test_entries_resolve_to_image_and_label_files():
     assert case_files(Path("/data/real"), "MR_monai_anatomical")[0] == Path(
         "/data/real/imgs/MR_monai_anatomical.npz"
     )
-    assert case_name("real/MR_monai_anatomical") == "MR_monai_anatomical"
 
 
 def test_no_case_and_no_sarcoma_patient_on_both_sides():
