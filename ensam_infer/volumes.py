@@ -23,6 +23,19 @@ import numpy as np
 from .atomic import atomic_path
 from .prompts import Box, ObjectPrompts, PromptError
 
+# The volume files this project reads (SimpleITK's NIfTI, NRRD and MetaImage readers).
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def volume_stem(name: str, suffixes: tuple[str, ...] = VOLUME_SUFFIXES) -> str | None:
+    """`name` without its suffix (any case: CT.NII.GZ is a volume too); None when it has
+    none of `suffixes`."""
+    lower = name.lower()
+    for suffix in suffixes:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
 
 @dataclass
 class Volume:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ensam_infer.prompts import Box, PromptError, check_point
-from ensam_infer.volumes import Volume, read_volume, write_mask
+from ensam_infer.volumes import Volume, read_volume, volume_stem, write_mask
 
 if TYPE_CHECKING:  # torch is imported only when a session is made
     from ensam_infer.session import EnsamSession
@@ -39,7 +39,6 @@ Point = tuple[int, int, int]
 Click = tuple[Point, bool]
 LayerData = tuple[Any, dict, str]
 
-EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 GEOMETRY_KEY = "ensam_geometry"
 MAX_OBJECT = 255
 
@@ -232,7 +231,7 @@ class Geometry:
 
 # ----- reader and sample data (napari contributions) ----------------------------------------
 def _is_volume_path(path: Any) -> bool:
-    return isinstance(path, str | Path) and str(path).lower().endswith(EXTENSIONS)
+    return isinstance(path, str | Path) and volume_stem(str(path)) is not None
 
 
 def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
@@ -250,11 +249,7 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
     layers = []
     for p in paths:
         volume = read_volume(p)
-        name = Path(p).name
-        for ext in EXTENSIONS:
-            if name.lower().endswith(ext):
-                name = name[: -len(ext)]
-                break
+        name = volume_stem(Path(p).name) or Path(p).name
         meta = {GEOMETRY_KEY: Geometry.of_volume(volume).to_dict(), "ensam_path": str(p)}
         attrs = {"name": name, "scale": volume.spacing_zyx, "metadata": meta}
         layers.append((volume.array, attrs, "image"))
@@ -530,7 +525,7 @@ class EnsamController:
     def save(self, path: str | Path) -> Path:
         """Write the latest label map with the image's geometry (NIfTI, NRRD, MHA, ...)."""
         path = Path(path)
-        if not any(str(path).lower().endswith(e) for e in EXTENSIONS):
+        if volume_stem(str(path)) is None:
             raise ValueError(f"{path.name}: save as .nii.gz, .nii, .nrrd or .mha")
         labels = self.labels
         write_mask(path, labels, self.geometry.reference(labels.shape))

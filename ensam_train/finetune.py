@@ -34,7 +34,8 @@ from typing import TextIO
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+from ensam_infer.volumes import VOLUME_SUFFIXES, volume_stem
+
 LAYOUTS = (("imagesTr", "labelsTr"), ("images", "labels"), ("imgs", "gts"))
 LAYOUT_HELP = "imagesTr/+labelsTr/, images/+labels/ (NIfTI, NRRD, MHA) or imgs/+gts/ (npz)"
 _CHANNEL = re.compile(r"^(.*)_(\d{4})$")
@@ -86,20 +87,12 @@ def _warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
-def _stem(path: Path, suffixes: tuple[str, ...]) -> str | None:
-    name = path.name
-    for suffix in suffixes:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return None
-
-
 def _files(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     out = {}
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
-        stem = _stem(path, suffixes)
+        stem = volume_stem(path.name, suffixes)
         if stem is not None:
             out.setdefault(stem, path)
     return out
@@ -118,7 +111,7 @@ def find_pairs(data_dir: str | Path) -> list[CasePair]:
     else:
         raise FinetuneError(f"no image/label pairs in {data_dir}: expected {LAYOUT_HELP}")
     kind = "npz" if images_name == "imgs" else "sitk"
-    suffixes = (".npz",) if kind == "npz" else IMAGE_SUFFIXES
+    suffixes = (".npz",) if kind == "npz" else VOLUME_SUFFIXES
     images, labels = _files(images_dir, suffixes), _files(labels_dir, suffixes)
     pairs: dict[str, CasePair] = {}
     other_channels: list[str] = []

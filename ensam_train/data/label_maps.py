@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ensam_infer.volumes import VOLUME_SUFFIXES, volume_stem
+
 __all__ = [
     "LABEL_MAP_SUFFIXES",
     "REMAP_DATASETS",
@@ -27,7 +29,7 @@ __all__ = [
     "remap_consecutive",
 ]
 
-LABEL_MAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+LABEL_MAP_SUFFIXES = VOLUME_SUFFIXES
 # datasets whose ids are sparse (FreeSurfer ids up to 530) or best made consecutive
 REMAP_DATASETS = frozenset({"kits19", "synthseg"})
 # bump when the processing changes, so stale cache files are not reused
@@ -171,11 +173,7 @@ def _crop_to_labels(labels: np.ndarray, spacing: np.ndarray, margin_mm: float) -
 
 
 def _cache_path(path: Path, max_size: int, cache_dir: Path) -> Path:
-    name = path.name
-    for suf in LABEL_MAP_SUFFIXES:
-        if name.endswith(suf):
-            name = name[: -len(suf)]
-            break
+    name = volume_stem(path.name) or path.name
     return cache_dir / f"{path.parent.name}__{name}__s{max_size}__{_CACHE_VERSION}.npz"
 
 
