@@ -20,7 +20,7 @@ from benchmarks.common import time_runs
 from ensam_infer.cache import CACHE_DIRNAME
 from ensam_infer.predict import predict_file
 from ensam_infer.prompts import Box
-from ensam_infer.roi import roi_for_prompts
+from ensam_infer.roi import object_regions
 from ensam_infer.session import EnsamSession
 
 CASE = "Bench_case"
@@ -83,11 +83,16 @@ def click_point(box: Box, step: int) -> tuple[tuple[int, int, int], bool]:
     return tuple(int(v) for v in np.clip(centre + jitter, lo, hi)), True
 
 
-def network_input_shape(shape: tuple[int, int, int], boxes: list[Box]) -> tuple:
-    """(region shape, pooling, network input shape) the session will use for these boxes."""
+def network_input_shape(
+    session: EnsamSession, shape: tuple[int, int, int], boxes: list[Box]
+) -> tuple:
+    """(region shape, pooling, network input shape) the session will use for these boxes:
+    with one crop per object, the largest network input among them."""
     from ensam_infer.prompts import ObjectPrompts
 
-    roi = roi_for_prompts(shape, [ObjectPrompts(box=b) for b in boxes])
+    objects = {i: ObjectPrompts(box=b) for i, b in enumerate(boxes, start=1)}
+    rois = object_regions(shape, objects, session.crop, session.max_voxels).values()
+    roi = max(rois, key=lambda r: int(np.prod(r.padded)))
     return roi.shape, roi.pool, roi.padded
 
 

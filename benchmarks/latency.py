@@ -69,7 +69,7 @@ def worker(spec: dict) -> dict:
     shape = tuple(spec["shape"])
     boxes = [centred_box(shape, tuple(spec["box"]))]
     volume = synthetic_volume(shape, boxes)
-    region, pool, net = network_input_shape(shape, boxes)
+    region, pool, net = network_input_shape(session, shape, boxes)
     rss_before = current_rss_mb()
     peak_reset = reset_peak_rss()
     reset_cuda_peak()

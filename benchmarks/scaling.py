@@ -88,8 +88,9 @@ def worker(spec: dict) -> dict:
     else:
         boxes = spread_boxes(shape, spec["classes"])
     volume = synthetic_volume(shape, boxes)
-    region, pool, net = network_input_shape(shape, boxes)
+    region, pool, net = network_input_shape(session, shape, boxes)
     out: dict = {"load_s": load_s, "region": region, "pool": pool, "network_input": net}
+    out.update(crop=session.crop, max_voxels=session.max_voxels)
     out["rss_before_mb"] = current_rss_mb()
     out["peak_reset"] = reset_peak_rss()
     reset_cuda_peak()
@@ -253,6 +254,14 @@ def estimate(raw: dict, device: str, r: dict, classes: int) -> list[str] | None:
     ]
 
 
+def _setting(raw: dict, key: str) -> str:
+    """A session setting recorded by the volume-size runs (the same in every run)."""
+    values = {r[key] for results in raw["sizes"].values() for r in results if key in r}
+    if not values:
+        return "?"
+    return ", ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in sorted(values))
+
+
 def sections(raw: dict, opts: Options, cshape: tuple, sequences: int) -> list[Section]:
     runs = (
         f"Median of {opts.repeats} timed run(s) after {opts.warmup} warm-up (fewer when the "
@@ -308,9 +317,10 @@ def sections(raw: dict, opts: Options, cshape: tuple, sequences: int) -> list[Se
         size_table,
         [
             runs,
-            "Region: box + 16-voxel margin, clipped. Pool: the size cap (256×128×128 voxels) "
-            "max-pools the two largest axes by 2 until the region fits. Network input: pooled, "
-            "padded to a multiple of 8.",
+            "Region: box + 16-voxel margin, clipped (crop mode: "
+            f"{_setting(raw, 'crop')}). Pool: the size cap ({_setting(raw, 'max_voxels')} "
+            "voxels; both are the weights' recommendation) max-pools the two largest axes by 2 "
+            "until the region fits. Network input: pooled, padded to a multiple of 8.",
             "Box / click steps: in-process (EnsamSession). Container steps: predict_file with "
             "the on-disk cache (npz read, hashing, segs write and cache save included; process "
             "start and model load not).",

@@ -114,6 +114,20 @@ def roi_for_prompts(
     return Roi(start, stop, size_cap(crop_shape, max_voxels))
 
 
+def object_regions(
+    shape: tuple[int, int, int],
+    objects: dict[int, ObjectPrompts],
+    crop: str,
+    max_voxels: int = MAX_VOXELS,
+) -> dict[int, Roi]:
+    """The network input region of each object: its own (`crop` "object") or the union of
+    all objects' prompts ("union")."""
+    if crop == "object":
+        return {i: roi_for_prompts(shape, [o], max_voxels=max_voxels) for i, o in objects.items()}
+    union = roi_for_prompts(shape, list(objects.values()), max_voxels=max_voxels)
+    return dict.fromkeys(objects, union)
+
+
 def prepare_input(volume: np.ndarray, roi: Roi) -> torch.Tensor:
     """Crop, scale, pool and pad: the network input (1, 1, D, H, W) in [0, 1]."""
     crop = torch.from_numpy(scale_intensity(volume[roi.slices]))[None, None]

@@ -24,8 +24,8 @@ from .roi import (
     Roi,
     logits_to_roi,
     mask_to_network_logits,
+    object_regions,
     prepare_input,
-    roi_for_prompts,
 )
 from .rules import (
     PromptRules,
@@ -268,15 +268,7 @@ class EnsamSession:
     def regions(self) -> dict[int, Roi]:
         """The region each prompted object's network input covers."""
         objects = {i: o for i, o in self.objects.items() if not o.empty}
-        if self.crop == "object":
-            return {
-                i: roi_for_prompts(self.image.shape, [o], max_voxels=self.max_voxels)
-                for i, o in objects.items()
-            }
-        union = roi_for_prompts(
-            self.image.shape, list(objects.values()), max_voxels=self.max_voxels
-        )
-        return dict.fromkeys(objects, union)
+        return object_regions(self.image.shape, objects, self.crop, self.max_voxels)
 
     def _adopt_regions(self, rois: dict[int, Roi]) -> None:
         """Move objects to their current regions. Logits are only valid in the region that

@@ -8,6 +8,7 @@ from ensam_infer.roi import (
     Roi,
     logits_to_roi,
     mask_to_network_logits,
+    object_regions,
     prepare_input,
     roi_for_prompts,
     scale_intensity,
@@ -50,6 +51,21 @@ def test_roi_is_box_union_plus_margin_clipped():
     assert roi.start == (0, 0, 0)
     assert roi.stop == (29, 57, 64)
     assert roi.pool == (1, 1, 1)
+
+
+def test_object_regions_one_crop_per_object_or_the_union():
+    objs = {
+        3: ObjectPrompts(box=Box(10, 20, 30, 12, 40, 50)),
+        7: ObjectPrompts(box=Box(5, 5, 5, 6, 6, 6)),
+    }
+    shape = (64, 64, 64)
+    own = object_regions(shape, objs, "object")
+    assert own[3].start == (0, 4, 14) and own[3].stop == (29, 57, 64)
+    assert own[7].start == (0, 0, 0) and own[7].stop == (23, 23, 23)
+    union = object_regions(shape, objs, "union")
+    assert union[3] == union[7] == roi_for_prompts(shape, list(objs.values()))
+    capped = object_regions(shape, objs, "object", max_voxels=8**3)
+    assert all(np.prod(r.pooled) <= 8**3 for r in capped.values())
 
 
 def test_roi_without_boxes_is_the_whole_volume():
