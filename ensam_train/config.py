@@ -28,8 +28,6 @@ DEFAULTS: dict = {
         "click_steps": [2, 3],
         # share of samples whose click steps get the previous answer as a mask, not logits
         "p_mask_prompt": 0.0,
-        # parameter prefixes zeroed at the start of a new run (after --init)
-        "zero_init": [],
         "accumulate": 2,
         "clip": 1.0,
         "seed": 0,

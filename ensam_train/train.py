@@ -196,17 +196,16 @@ def _check_ranks_agree(model: torch.nn.Module, world: int, run_dir: Path) -> Non
         raise RuntimeError(f"ranks ended with different weights: {digests}")
 
 
-def _zero_init(model: torch.nn.Module, prefixes: list[str]) -> None:
-    """Zero the parameters under each prefix (a new run only): a path that starts at zero
-    changes nothing at first and is learned from there, e.g. the dense prompt's output
-    conv when the weights came from a network whose dense path had no effect."""
-    for prefix in prefixes:
-        params = [p for name, p in model.named_parameters() if name.startswith(prefix + ".")]
-        if not params:
-            raise ValueError(f"zero_init: no parameters under {prefix!r}")
+def _start_new_paths(model: Ensam, init: Ensam) -> None:
+    """A path the starting weights never used starts at zero, so it changes nothing at first
+    and is learned from there: the dense prompt's output conv when `dense_on_unit_latent` is
+    switched on over weights trained without it (their dense path had no effect; its
+    random weights would otherwise swamp the normalized latent)."""
+    if model.config.dense_on_unit_latent and not init.config.dense_on_unit_latent:
         with torch.no_grad():
-            for p in params:
-                p.zero_()
+            model.dense.out.weight.zero_()
+            model.dense.out.bias.zero_()
+        print("dense prompt output zeroed: the starting weights had no unit-latent path")
 
 
 def train(
@@ -246,13 +245,13 @@ def train(
         state = ckpt["state"]
         torch.set_rng_state(ckpt["torch_rng"])
         print(f"resumed {run_dir} at step {state['step']}", flush=True)
-    else:
-        if init_weights is not None:
-            from ensam_infer.model import load_checkpoint
+    elif init_weights is not None:
+        from ensam_infer.model import load_checkpoint
 
-            model.load_state_dict(load_checkpoint(init_weights).state_dict())
-            print(f"initialized from {init_weights}", flush=True)
-        _zero_init(model, tc["zero_init"])
+        init = load_checkpoint(init_weights)
+        model.load_state_dict(init.state_dict())
+        print(f"initialized from {init_weights}", flush=True)
+        _start_new_paths(model, init)
     model.train()
     loss_module: torch.nn.Module = InteractionLoss(model)
     if world > 1:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ensam_infer.model import build_model, load_checkpoint
+from ensam_infer.model import build_model, load_checkpoint, save_checkpoint
 from ensam_train.example import make_example
 from ensam_train.interaction import run_interaction
 from ensam_train.optim import build_optimizers
@@ -123,14 +123,25 @@ def weights_digest_of(state_dict: dict) -> str:
     return weights_digest(model)
 
 
-def test_zero_init_zeroes_a_path_of_a_new_run_only(tmp_path):
-    over = {"train": {"zero_init": ["dense.out"]}}
-    train(tmp_path / "run", SMOKE, overrides=over, max_steps=0)
-    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
-    assert not ckpt["model"]["dense.out.weight"].any() and not ckpt["model"]["dense.out.bias"].any()
-    assert ckpt["model"]["dense.convs.0.weight"].any()
-    with pytest.raises(ValueError, match="no parameters under 'dense.nope'"):
-        train(tmp_path / "bad", SMOKE, overrides={"train": {"zero_init": ["dense.nope"]}})
+def test_the_unit_latent_dense_path_starts_at_zero_over_weights_without_it(tmp_path):
+    torch.manual_seed(0)
+    old = tmp_path / "old.pt"
+    save_checkpoint(build_model("ensam_tiny"), old)
+    new_arch = {"model": {"overrides": {"dense_on_unit_latent": True}}}
+    train(tmp_path / "switched", SMOKE, overrides=new_arch, init_weights=old, max_steps=0)
+    ckpt = torch.load(tmp_path / "switched" / "checkpoint.pt", weights_only=False)["model"]
+    assert not ckpt["dense.out.weight"].any() and not ckpt["dense.out.bias"].any()
+    assert ckpt["dense.convs.0.weight"].any()
+    # weights that already have the path keep what they learned
+    has_path = tmp_path / "has_path.pt"
+    save_checkpoint(build_model("ensam_tiny", dense_on_unit_latent=True), has_path)
+    train(tmp_path / "again", SMOKE, overrides=new_arch, init_weights=has_path, max_steps=0)
+    again = torch.load(tmp_path / "again" / "checkpoint.pt", weights_only=False)["model"]
+    assert again["dense.out.weight"].any()
+    # and the paper's network from old weights is left alone
+    train(tmp_path / "paper", SMOKE, init_weights=old, max_steps=0)
+    paper = torch.load(tmp_path / "paper" / "checkpoint.pt", weights_only=False)["model"]
+    assert paper["dense.out.weight"].any()
 
 
 def test_mask_prompt_gives_the_previous_answer_as_a_mask(monkeypatch):
