@@ -1,4 +1,4 @@
-"""`python -m ensam_train {train,export,plot}`."""
+"""`python -m ensam_train {train,export,plot,pack}`."""
 
 from __future__ import annotations
 
@@ -59,6 +59,17 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from .pack import pack_training_data
+
+    counts = pack_training_data(args.out, max_size=args.max_size)
+    print(
+        f"{args.out}: {counts['label_maps']} label maps, {counts['real_cases']} training cases, "
+        f"{counts['bytes'] / 2**20:.1f} MiB"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ensam_train")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", choices=["union", "object"], default=None, help="recommend")
     p.add_argument("--max-voxels", type=int, default=None, help="recommended size cap")
     p.set_defaults(func=_cmd_export)
+    p = sub.add_parser("pack", help="compact training data for a machine without ../shared")
+    p.add_argument("--out", required=True, help="folder to train from with ENSAM_DATA=OUT")
+    p.add_argument("--max-size", type=int, default=96, help="the config's data.max_size")
+    p.set_defaults(func=_cmd_pack)
     p = sub.add_parser("plot", help="redraw a run's plot.png")
     p.add_argument("--run-dir", required=True)
     p.set_defaults(func=_cmd_plot)

@@ -29,7 +29,8 @@ __all__ = [
     "remap_consecutive",
 ]
 
-LABEL_MAP_SUFFIXES = VOLUME_SUFFIXES
+# npz (`labels`, `spacing` z/y/x): the packed form (`ensam_train.pack`), no SimpleITK needed
+LABEL_MAP_SUFFIXES = (*VOLUME_SUFFIXES, ".npz")
 # datasets whose ids are sparse (FreeSurfer ids up to 530) or best made consecutive
 REMAP_DATASETS = frozenset({"kits19", "synthseg"})
 # bump when the processing changes, so stale cache files are not reused
@@ -85,6 +86,9 @@ def read_label_map(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     The axes are permuted and flipped from the image direction so that, e.g., KiTS19's
     files (stored slice axis last) come out with the slice axis first.
     """
+    if str(path).endswith(".npz"):  # already z/y/x with its spacing (ensam_train.pack)
+        with np.load(path) as z:
+            return np.ascontiguousarray(z["labels"]), np.asarray(z["spacing"], np.float64)
     import SimpleITK as sitk
 
     img = sitk.ReadImage(str(path))
@@ -173,7 +177,7 @@ def _crop_to_labels(labels: np.ndarray, spacing: np.ndarray, margin_mm: float) -
 
 
 def _cache_path(path: Path, max_size: int, cache_dir: Path) -> Path:
-    name = volume_stem(path.name) or path.name
+    name = volume_stem(path.name, LABEL_MAP_SUFFIXES) or path.name
     return cache_dir / f"{path.parent.name}__{name}__s{max_size}__{_CACHE_VERSION}.npz"
 
 
@@ -199,6 +203,11 @@ def load_label_map(
     file (size or mtime) is reprocessed. Cache writes are atomic (safe across workers).
     """
     path = Path(path)
+    if path.name.endswith(".npz"):
+        # Packed (ensam_train.pack): already cropped, relabelled and downsampled, at the
+        # size it was packed for; only a smaller max_size changes it.
+        labels, spacing = read_label_map(path)
+        return downsample_labels(labels, spacing, max_size)
     cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cpath = _cache_path(path, max_size, cdir)
     stamp = _source_stamp(path)
