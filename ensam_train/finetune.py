@@ -368,19 +368,11 @@ def _evaluate(heldout: Path, out_dir: Path, weights: Path, device: str) -> dict:
 
 
 def _patch_model_metadata(model_path: Path, weights: Path, data_dir: Path) -> int:
-    """Add where the fine-tuning started to model.pt, and keep the source weights'
-    recommended inference settings (crop mode, size cap), which the session reads when
-    the caller does not choose; returns its step."""
-    from ensam_infer.model import INFERENCE_KEYS, read_metadata, set_metadata
+    """Add where the fine-tuning started to model.pt (train() already carried the source
+    weights' inference settings over); returns its step."""
+    from ensam_infer.model import set_metadata
 
-    try:
-        source = read_metadata(weights)
-    except Exception:  # the starting weights moved away since the run began
-        source = {}
-    inherited = {k: source[k] for k in INFERENCE_KEYS if k in source}
-    meta = set_metadata(
-        model_path, finetuned_from=str(weights), finetune_data=str(data_dir), **inherited
-    )
+    meta = set_metadata(model_path, finetuned_from=str(weights), finetune_data=str(data_dir))
     return int(meta.get("steps", 0))
 
 

@@ -246,12 +246,15 @@ def train(
         torch.set_rng_state(ckpt["torch_rng"])
         print(f"resumed {run_dir} at step {state['step']}", flush=True)
     elif init_weights is not None:
-        from ensam_infer.model import load_checkpoint
+        from ensam_infer.model import INFERENCE_KEYS, load_checkpoint
 
         init = load_checkpoint(init_weights)
         model.load_state_dict(init.state_dict())
         print(f"initialized from {init_weights}", flush=True)
         _start_new_paths(model, init)
+        # The inference settings validated for the starting weights (crop mode, size cap)
+        # travel with the run's weights until a validation says otherwise.
+        state["inference"] = {k: init.metadata[k] for k in INFERENCE_KEYS if k in init.metadata}
     model.train()
     loss_module: torch.nn.Module = InteractionLoss(model)
     if world > 1:
@@ -308,7 +311,12 @@ def train(
         save_checkpoint(
             model,
             run_dir / "model.pt",
-            metadata={"steps": state["step"], "hours": state["elapsed"] / 3600, "config": cfg},
+            metadata={
+                **state.get("inference", {}),
+                "steps": state["step"],
+                "hours": state["elapsed"] / 3600,
+                "config": cfg,
+            },
         )
         model.config.trained = False
 

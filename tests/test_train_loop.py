@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ensam_infer.model import build_model, load_checkpoint, save_checkpoint
+from ensam_infer.model import build_model, load_checkpoint, save_checkpoint, set_metadata
 from ensam_train.example import make_example
 from ensam_train.interaction import run_interaction
 from ensam_train.optim import build_optimizers
@@ -132,6 +132,12 @@ def test_the_unit_latent_dense_path_starts_at_zero_over_weights_without_it(tmp_p
     ckpt = torch.load(tmp_path / "switched" / "checkpoint.pt", weights_only=False)["model"]
     assert not ckpt["dense.out.weight"].any() and not ckpt["dense.out.bias"].any()
     assert ckpt["dense.convs.0.weight"].any()
+    # the starting weights' inference settings travel with the run's weights
+    set_metadata(old, inference_crop="object", inference_max_voxels=40_000)
+    train(tmp_path / "settings", SMOKE, init_weights=old, max_steps=0)
+    meta = load_checkpoint(tmp_path / "settings" / "model.pt").metadata
+    assert meta["inference_crop"] == "object" and meta["inference_max_voxels"] == 40_000
+    assert meta["steps"] == 0
     # weights that already have the path keep what they learned
     has_path = tmp_path / "has_path.pt"
     save_checkpoint(build_model("ensam_tiny", dense_on_unit_latent=True), has_path)
