@@ -388,6 +388,8 @@ def train(
         save()
         write_plot(run_dir)
     _check_ranks_agree(model, world, run_dir)
+    if world > 1:
+        dist.destroy_process_group()  # torchrun warns about a group left open at exit
     return last_logged
 
 
