@@ -16,12 +16,8 @@ import numpy as np
 
 from ensam_infer.volumes import volume_stem
 
-from .data.label_maps import (
-    LABEL_MAP_SUFFIXES,
-    discover_label_maps,
-    downsample_indices,
-    load_label_map,
-)
+from .data.label_maps import LABEL_MAP_SUFFIXES, discover_label_maps, load_label_map
+from .data.sampler import load_real_case
 from .splits import case_files, load_split, shared_data_root
 
 
@@ -41,24 +37,19 @@ def pack_label_maps(root: Path, out: Path, max_size: int) -> int:
 
 
 def pack_real_cases(root: Path, out: Path, max_size: int) -> int:
-    """The training split's real cases, nearest-downsampled as the sampler does (the
-    challenge files keep their (x, y, z) spacing order); returns the count."""
+    """The training split's real cases as the sampler loads them (the files keep the
+    challenge's (x, y, z) spacing order); returns the count."""
     n = 0
     for case in load_split("training"):
         image_file, labels_file = case_files(root, case)
         if not (image_file.is_file() and labels_file.is_file()):
             continue
-        with np.load(image_file, allow_pickle=True) as z:
-            image, spacing_xyz = np.asarray(z["imgs"]), np.asarray(z["spacing"], np.float64)
-        with np.load(labels_file, allow_pickle=True) as z:
-            labels = np.asarray(z["gts"])
-        idx, spacing_zyx = downsample_indices(image.shape, spacing_xyz[::-1], max_size)
-        grid = np.ix_(*idx)
+        image, labels, spacing_zyx = load_real_case(root, case, max_size)
         image_out, labels_out = case_files(out, case)
         image_out.parent.mkdir(parents=True, exist_ok=True)
         labels_out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(image_out, imgs=image[grid], spacing=spacing_zyx[::-1])
-        np.savez_compressed(labels_out, gts=labels[grid])
+        np.savez_compressed(image_out, imgs=image, spacing=spacing_zyx[::-1])
+        np.savez_compressed(labels_out, gts=labels)
         n += 1
     return n
 

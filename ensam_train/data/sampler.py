@@ -25,7 +25,7 @@ from .label_maps import (
 from .shapes import random_shape_label_map
 from .synth import random_deform, synthesize_image
 
-__all__ = ["DEFAULT_PROBS", "SOURCES", "VolumeSampler", "pick_target"]
+__all__ = ["DEFAULT_PROBS", "SOURCES", "VolumeSampler", "load_real_case", "pick_target"]
 
 SOURCES = ("atlas", "shapes", "real")
 DEFAULT_PROBS = {"atlas": 0.6, "shapes": 0.25, "real": 0.15}
@@ -44,6 +44,27 @@ def pick_target(labels: np.ndarray, rng: np.random.Generator, min_voxels: int = 
     if ids.size == 0:
         raise ValueError("label map has no foreground object")
     return labels == ids[int(rng.integers(ids.size))]
+
+
+def load_real_case(
+    root: Path, case: str, max_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A real case of a split (image uint8, labels int32, spacing z/y/x), nearest-downsampled
+    where an axis exceeds ``max_size``."""
+    image_file, labels_file = case_files(root, case)
+    with np.load(image_file, allow_pickle=True) as z:
+        image = np.asarray(z["imgs"])
+        spacing = np.asarray(z["spacing"], dtype=np.float64)
+    with np.load(labels_file, allow_pickle=True) as z:
+        labels = np.asarray(z["gts"])
+    if image.shape != labels.shape:
+        raise ValueError(f"{case}: imgs {image.shape} and gts {labels.shape} differ")
+    # challenge files store spacing as (x, y, z); flip to match the (z, y, x) arrays
+    spacing = spacing[::-1].copy()
+    idx, spacing = downsample_indices(image.shape, spacing, max_size)
+    image = np.ascontiguousarray(image[np.ix_(*idx)]).astype(np.uint8, copy=False)
+    labels = np.ascontiguousarray(labels[np.ix_(*idx)]).astype(np.int32)
+    return image, labels, spacing
 
 
 def _compact(labels: np.ndarray) -> np.ndarray:
@@ -186,20 +207,7 @@ class VolumeSampler:
         return image, labels, spacing.copy()
 
     def _load_real(self, case: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        image_file, labels_file = case_files(self.real_root, case)
-        with np.load(image_file, allow_pickle=True) as z:
-            image = np.asarray(z["imgs"])
-            spacing = np.asarray(z["spacing"], dtype=np.float64)
-        with np.load(labels_file, allow_pickle=True) as z:
-            labels = np.asarray(z["gts"])
-        if image.shape != labels.shape:
-            raise ValueError(f"{case}: imgs {image.shape} and gts {labels.shape} differ")
-        # challenge files store spacing as (x, y, z); flip to match the (z, y, x) arrays
-        spacing = spacing[::-1].copy()
-        idx, spacing = downsample_indices(image.shape, spacing, self.max_size)
-        image = np.ascontiguousarray(image[np.ix_(*idx)]).astype(np.uint8, copy=False)
-        labels = np.ascontiguousarray(labels[np.ix_(*idx)]).astype(np.int32)
-        return image, labels, spacing
+        return load_real_case(self.real_root, case, self.max_size)
 
     # ------------------------------------------------------------------ helpers
     def _crop_block(
