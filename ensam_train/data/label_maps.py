@@ -15,11 +15,12 @@ import numpy as np
 
 from ensam_infer.volumes import VOLUME_SUFFIXES, volume_stem
 
+from ..splits import shared_data_root
+
 __all__ = [
     "LABEL_MAP_SUFFIXES",
     "REMAP_DATASETS",
     "default_cache_dir",
-    "default_data_root",
     "default_label_map_root",
     "discover_label_maps",
     "downsample_indices",
@@ -37,18 +38,10 @@ REMAP_DATASETS = frozenset({"kits19", "synthseg"})
 _CACHE_VERSION = "v1"
 
 
-def default_data_root() -> Path:
-    """``$ENSAM_DATA`` if set, else ``shared/data`` beside the repository checkout."""
-    env = os.environ.get("ENSAM_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
 def default_label_map_root() -> Path:
     """``$ENSAM_LABEL_MAPS`` if set, else ``<data root>/label_maps``."""
     env = os.environ.get("ENSAM_LABEL_MAPS")
-    return Path(env) if env else default_data_root() / "label_maps"
+    return Path(env) if env else shared_data_root() / "label_maps"
 
 
 def default_cache_dir() -> Path:

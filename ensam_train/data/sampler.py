@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..splits import case_files
+from ..splits import case_files, shared_data_root
 from .label_maps import (
-    default_data_root,
     default_label_map_root,
     discover_label_maps,
     downsample_indices,
@@ -124,7 +123,7 @@ class VolumeSampler:
         lm_root = Path(label_map_root) if label_map_root is not None else default_label_map_root()
         self.atlas_files = discover_label_maps(lm_root)
 
-        self.real_root = Path(real_root) if real_root is not None else default_data_root()
+        self.real_root = Path(real_root) if real_root is not None else shared_data_root()
         self.real_cases: list[str] = []
         for case in real_cases or []:
             if all(p.is_file() for p in case_files(self.real_root, case)):
