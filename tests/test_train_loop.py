@@ -123,30 +123,38 @@ def weights_digest_of(state_dict: dict) -> str:
     return weights_digest(model)
 
 
-def test_the_unit_latent_dense_path_starts_at_zero_over_weights_without_it(tmp_path):
+def _old_weights(tmp_path: Path) -> Path:
+    """Weights of the paper's network (no unit-latent dense path)."""
     torch.manual_seed(0)
-    old = tmp_path / "old.pt"
-    save_checkpoint(build_model("ensam_tiny"), old)
+    path = tmp_path / "old.pt"
+    save_checkpoint(build_model("ensam_tiny"), path)
+    return path
+
+
+def test_the_unit_latent_dense_path_starts_at_zero_over_weights_without_it(tmp_path):
+    old = _old_weights(tmp_path)
     new_arch = {"model": {"overrides": {"dense_on_unit_latent": True}}}
     train(tmp_path / "switched", SMOKE, overrides=new_arch, init_weights=old, max_steps=0)
     ckpt = torch.load(tmp_path / "switched" / "checkpoint.pt", weights_only=False)["model"]
     assert not ckpt["dense.out.weight"].any() and not ckpt["dense.out.bias"].any()
     assert ckpt["dense.convs.0.weight"].any()
-    # the starting weights' inference settings travel with the run's weights
-    set_metadata(old, inference_crop="object", inference_max_voxels=40_000)
-    train(tmp_path / "settings", SMOKE, init_weights=old, max_steps=0)
-    meta = load_checkpoint(tmp_path / "settings" / "model.pt").metadata
-    assert meta["inference_crop"] == "object" and meta["inference_max_voxels"] == 40_000
-    assert meta["steps"] == 0
     # weights that already have the path keep what they learned
     has_path = tmp_path / "has_path.pt"
     save_checkpoint(build_model("ensam_tiny", dense_on_unit_latent=True), has_path)
     train(tmp_path / "again", SMOKE, overrides=new_arch, init_weights=has_path, max_steps=0)
     again = torch.load(tmp_path / "again" / "checkpoint.pt", weights_only=False)["model"]
     assert again["dense.out.weight"].any()
-    # and the paper's network from old weights is left alone
-    train(tmp_path / "paper", SMOKE, init_weights=old, max_steps=0)
-    paper = torch.load(tmp_path / "paper" / "checkpoint.pt", weights_only=False)["model"]
+
+
+def test_a_run_keeps_its_starting_weights_inference_settings(tmp_path):
+    old = _old_weights(tmp_path)
+    set_metadata(old, inference_crop="object", inference_max_voxels=40_000)
+    train(tmp_path / "settings", SMOKE, init_weights=old, max_steps=0)
+    meta = load_checkpoint(tmp_path / "settings" / "model.pt").metadata
+    assert meta["inference_crop"] == "object" and meta["inference_max_voxels"] == 40_000
+    assert meta["steps"] == 0
+    # and the paper's network from old weights keeps its dense path
+    paper = torch.load(tmp_path / "settings" / "checkpoint.pt", weights_only=False)["model"]
     assert paper["dense.out.weight"].any()
 
 
