@@ -28,6 +28,8 @@ DEFAULTS: dict = {
         "click_steps": [2, 3],
         # share of samples whose click steps get the previous answer as a mask, not logits
         "p_mask_prompt": 0.0,
+        # share of samples whose box step gets the box itself as the dense prompt
+        "p_box_prompt": 0.0,
         "accumulate": 2,
         "clip": 1.0,
         "seed": 0,

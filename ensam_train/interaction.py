@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from ensam_infer.evaluation.clicks import simulate_click
 from ensam_infer.model import ClassPrompt, Ensam
 from ensam_infer.roi import PSEUDO_LOGIT
+from ensam_infer.rules import box_prior_logits
 
 from .example import Example
 
@@ -49,18 +50,24 @@ def run_interaction(
     click_steps: int,
     device: torch.device,
     mask_prompt: bool = False,
+    box_prompt: bool = False,
 ) -> tuple[torch.Tensor, list[float]]:
     """Loss summed over the steps, and the hard Dice after each step.
 
     `mask_prompt`: the dense prompt of each click step is the previous answer as a mask
     (pseudo-logits of +-PSEUDO_LOGIT), not its logits: what inference gives the network
-    when an object's crop changed or its cached logits are gone."""
+    when an object's crop changed or its cached logits are gone.
+    `box_prompt`: the box step's dense prompt is the box itself as pseudo-logits (inference's
+    `box_prior` rule), so the network learns to correct the box rather than start from
+    nothing."""
     image = example.image[None].to(device)
     target = example.target.to(device)
     features = model.encode(image)
     points = np.zeros((0, 3), np.float32)
     positive = np.zeros((0,), bool)
     prev = None
+    if box_prompt and example.box is not None:
+        prev = box_prior_logits(example.box, tuple(image.shape[2:])).to(device)
     if example.box is None:
         # Click-only objects: the first interaction is a click on an empty prediction.
         first = next_click(torch.full_like(target, -1.0), target)

@@ -142,9 +142,14 @@ class InteractionLoss(torch.nn.Module):
         self.model = model
 
     def forward(
-        self, example: Example, click_steps: int, device: torch.device, mask_prompt: bool
+        self,
+        example: Example,
+        click_steps: int,
+        device: torch.device,
+        mask_prompt: bool,
+        box_prompt: bool = False,
     ) -> tuple[torch.Tensor, list[float]]:
-        return run_interaction(self.model, example, click_steps, device, mask_prompt)
+        return run_interaction(self.model, example, click_steps, device, mask_prompt, box_prompt)
 
 
 def _distributed() -> tuple[int, int]:
@@ -337,12 +342,13 @@ def train(
             steps = int(click_rng.integers(tc["click_steps"][0], tc["click_steps"][1] + 1))
             # drawn only when used, so runs without it keep their click-step stream
             mask_prompt = tc["p_mask_prompt"] > 0 and bool(click_rng.random() < tc["p_mask_prompt"])
+            box_prompt = tc["p_box_prompt"] > 0 and bool(click_rng.random() < tc["p_box_prompt"])
             # Gradients are averaged across ranks once per step, in the last backward.
             last_micro = micro == tc["accumulate"] - 1
             sync = contextlib.nullcontext() if world == 1 or last_micro else loss_module.no_sync()
             with sync:
                 with amp if amp is not None else contextlib.nullcontext():
-                    loss, dices = loss_module(example, steps, device, mask_prompt)
+                    loss, dices = loss_module(example, steps, device, mask_prompt, box_prompt)
                 (loss / tc["accumulate"]).backward()
             total += float(loss.detach()) / tc["accumulate"]
             dice_first.append(dices[0])

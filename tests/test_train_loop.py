@@ -158,9 +158,7 @@ def test_a_run_keeps_its_starting_weights_inference_settings(tmp_path):
     assert paper["dense.out.weight"].any()
 
 
-def test_mask_prompt_gives_the_previous_answer_as_a_mask(monkeypatch):
-    torch.manual_seed(0)
-    model = build_model("ensam_tiny")
+def _spy_on_dense_prompts(model, monkeypatch) -> list:
     seen = []
     decode = model.decode
 
@@ -169,8 +167,31 @@ def test_mask_prompt_gives_the_previous_answer_as_a_mask(monkeypatch):
         return decode(features, prompts, prev, prev_valid)
 
     monkeypatch.setattr(model, "decode", spy)
+    return seen
+
+
+def test_mask_prompt_gives_the_previous_answer_as_a_mask(monkeypatch):
+    torch.manual_seed(0)
+    model = build_model("ensam_tiny")
+    seen = _spy_on_dense_prompts(model, monkeypatch)
     loss, dices = run_interaction(model, _fixed_example(), 2, torch.device("cpu"), True)
     assert torch.isfinite(loss) and len(dices) == len(seen) == 3
     assert seen[0] is None  # the box step has no previous answer
     for prev in seen[1:]:
         assert set(prev.unique().tolist()) <= {-5.0, 5.0}
+
+
+def test_box_prompt_gives_the_box_step_the_box_as_pseudo_logits(monkeypatch):
+    torch.manual_seed(0)
+    model = build_model("ensam_tiny")
+    seen = _spy_on_dense_prompts(model, monkeypatch)
+    example = _fixed_example()
+    run_interaction(model, example, 1, torch.device("cpu"), box_prompt=True)
+    first = seen[0][0, 0]
+    z0, y0, x0, z1, y1, x1 = (int(v) for v in example.box)
+    inside = first[z0 : z1 + 1, y0 : y1 + 1, x0 : x1 + 1]
+    assert bool((inside == 5.0).all())
+    assert int((first == 5.0).sum()) == inside.numel()
+    assert int((first == -5.0).sum()) == first.numel() - inside.numel()
+    # the click step gets the network's own logits, not the box again
+    assert not set(seen[1].unique().tolist()) <= {-5.0, 5.0}
