@@ -40,10 +40,19 @@ def cpu_has_fast_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPUs that support it (fp16 otherwise); full precision on the CPU,
-    where low precision is slower on most processors."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+def cpu_bf16_requested() -> bool:
+    """ENSAM_CPU_BF16=1 asks for bf16 arithmetic on the CPU (honoured only where the CPU does
+    it in hardware: see `cpu_has_fast_bf16`)."""
+    return os.environ.get("ENSAM_CPU_BF16", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def autocast(device: torch.device, cpu_bf16: bool = False) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPUs that support it (fp16 otherwise). On the CPU full precision,
+    unless `cpu_bf16` asks for bf16 and the processor does it in hardware: emulated bf16
+    is several times slower than float32."""
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    if cpu_bf16 and cpu_has_fast_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .device import autocast, configure_threads, resolve_device
+from .device import autocast, configure_threads, cpu_bf16_requested, resolve_device
 from .merge import LabelMerger
 from .model import ClassPrompt, Ensam, load_checkpoint
 from .prompts import Box, ObjectPrompts, PromptError, check_point
@@ -117,6 +117,7 @@ class EnsamSession:
         max_voxels: int | None = None,
         rules: PromptRules | None = None,
         crop: str | None = None,
+        cpu_bf16: bool | None = None,
     ) -> None:
         """weights: a checkpoint path (default: the shipped weights) or a built model.
         max_voxels: the size cap of the network input; default: ENSAM_MAX_VOXELS if set,
@@ -128,7 +129,10 @@ class EnsamSession:
         crop: "union" (the reference: one region, the union of every object's prompts, one
         encoder pass for all) or "object" (each object its own region around its own
         prompts, at its own scale, as in training); default: ENSAM_CROP if set, else what
-        the checkpoint recommends (`inference_crop`), else "union"."""
+        the checkpoint recommends (`inference_crop`), else "union".
+        cpu_bf16: bf16 arithmetic on CPUs that do it in hardware (AVX512-BF16 or AMX);
+        default: ENSAM_CPU_BF16 if set, else off. Ignored on GPUs (always mixed precision)
+        and on CPUs without it."""
         self.device = resolve_device(device)
         if self.device.type == "cpu":
             configure_threads()
@@ -152,6 +156,7 @@ class EnsamSession:
         if crop not in CROP_MODES:
             raise ValueError(f"unknown crop mode {crop!r} (known: {', '.join(CROP_MODES)})")
         self.crop = crop
+        self.cpu_bf16 = cpu_bf16_requested() if cpu_bf16 is None else cpu_bf16
         # Decoding many objects at once is fastest, but each one holds full-resolution
         # activations: the chunk is sized so a chunk holds at most this many input voxels
         # (4 or 16 full-size crops), which keeps memory flat for cases with many classes.
@@ -344,7 +349,7 @@ class EnsamSession:
     def _features(self, roi: Roi) -> list[torch.Tensor]:
         if roi not in self.state.features:
             x = prepare_input(self.image, roi).to(self.device)
-            with torch.no_grad(), autocast(self.device):
+            with torch.no_grad(), autocast(self.device, self.cpu_bf16):
                 self.state.features[roi] = self.model.encode(x)
         return self.state.features[roi]
 
@@ -378,7 +383,7 @@ class EnsamSession:
             prev_logits = torch.cat([p if p is not None else zeros for p in prev])
             prev_valid = torch.tensor([p is not None for p in prev])
             prev_logits, prev_valid = prev_logits.to(self.device), prev_valid.to(self.device)
-        with torch.no_grad(), autocast(self.device):
+        with torch.no_grad(), autocast(self.device, self.cpu_bf16):
             out = self.model.decode(features, prompts, prev_logits, prev_valid)
         for k, i in enumerate(chunk):
             self.state.logits[i] = out[k : k + 1].float().cpu()

@@ -317,3 +317,19 @@ def test_click_grow_fills_what_debris_left_empty(tiny_model, monkeypatch):
     labels = session.predict()
     assert not labels[16:20, 2:8, 2:8].any()  # debris
     assert (labels == 1).sum() == 6 * 8 * 8 and labels[3:9, 26:34, 26:34].all()
+
+
+def test_cpu_bf16_session_agrees_with_float32(tiny_model, monkeypatch):
+    from ensam_infer import device as device_mod
+
+    monkeypatch.setattr(device_mod, "cpu_has_fast_bf16", lambda: True)
+    answers = []
+    for bf16 in (False, True):
+        s = EnsamSession(tiny_model, device="cpu", cpu_bf16=bf16)
+        s.set_image(_volume(), spacing=(2.0, 1.0, 1.0))
+        s.add_box((8, 10, 10, 15, 19, 19))
+        answers.append(s.predict())
+        assert s.state.features[next(iter(s.state.features))][0].dtype == (
+            torch.bfloat16 if bf16 else torch.float32
+        )
+    assert (answers[0] == answers[1]).mean() > 0.99
