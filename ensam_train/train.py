@@ -201,16 +201,34 @@ def _check_ranks_agree(model: torch.nn.Module, world: int, run_dir: Path) -> Non
         raise RuntimeError(f"ranks ended with different weights: {digests}")
 
 
+def _load_init(model: Ensam, init: Ensam) -> None:
+    """The starting weights into `model`; modules they lack (paths `model` adds, such as the
+    click maps) keep their fresh initialization, and `_start_new_paths` zeroes their output."""
+    missing, unexpected = model.load_state_dict(init.state_dict(), strict=False)
+    new = {"click_maps."} if model.config.click_map_radius > 0 else set()
+    stray = [k for k in missing if not any(k.startswith(n) for n in new)]
+    if stray or unexpected:
+        raise RuntimeError(f"starting weights do not fit: missing {stray}, unexpected {unexpected}")
+
+
 def _start_new_paths(model: Ensam, init: Ensam) -> None:
     """A path the starting weights never used starts at zero, so it changes nothing at first
     and is learned from there: the dense prompt's output conv when `dense_on_unit_latent` is
     switched on over weights trained without it (their dense path had no effect; its
-    random weights would otherwise swamp the normalized latent)."""
+    random weights would otherwise swamp the normalized latent), and the click maps' path
+    when the starting weights had none."""
     if model.config.dense_on_unit_latent and not init.config.dense_on_unit_latent:
-        with torch.no_grad():
-            model.dense.out.weight.zero_()
-            model.dense.out.bias.zero_()
+        _zero_output(model.dense)
         print("dense prompt output zeroed: the starting weights had no unit-latent path")
+    if model.config.click_map_radius > 0 and init.config.click_map_radius == 0:
+        _zero_output(model.click_maps.path)
+        print("click-map output zeroed: the starting weights had no click maps")
+
+
+def _zero_output(path: torch.nn.Module) -> None:
+    with torch.no_grad():
+        path.out.weight.zero_()
+        path.out.bias.zero_()
 
 
 def train(
@@ -254,7 +272,7 @@ def train(
         from ensam_infer.model import INFERENCE_KEYS, load_checkpoint
 
         init = load_checkpoint(init_weights)
-        model.load_state_dict(init.state_dict())
+        _load_init(model, init)
         print(f"initialized from {init_weights}", flush=True)
         _start_new_paths(model, init)
         # The inference settings validated for the starting weights (crop mode, size cap)

@@ -68,3 +68,58 @@ def test_unit_latent_without_a_dense_prompt_is_the_papers_network(inputs):
             rtol=1e-4,
             atol=1e-4,
         )
+
+
+def test_click_maps_start_as_a_no_op_then_make_the_clicks_matter(inputs):
+    image, prev = inputs
+    plain = _model(True)
+    torch.manual_seed(0)
+    mapped = build_model("ensam_tiny", dense_on_unit_latent=True, click_map_radius=2.0).eval()
+    missing, unexpected = mapped.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("click_maps.") for k in missing)
+    with torch.no_grad():
+        features = plain.encode(image)
+        # untrained and non-zero, the click path changes the answer...
+        changed = mapped.decode(features, [PROMPT], prev) - plain.decode(features, [PROMPT], prev)
+        assert float(changed.abs().mean()) > 1e-3
+        # ...and with its output conv at zero (a fine-tune's start) it adds nothing,
+        # with and without previous logits
+        torch.nn.init.zeros_(mapped.click_maps.path.out.weight)
+        torch.nn.init.zeros_(mapped.click_maps.path.out.bias)
+        for dense in (prev, None):
+            torch.testing.assert_close(
+                mapped.decode(features, [PROMPT], dense),
+                plain.decode(features, [PROMPT], dense),
+                rtol=1e-4,
+                atol=1e-4,
+            )
+
+
+def test_click_maps_draw_a_ball_per_click_on_its_own_channel():
+    from ensam_infer.model.prompts import click_maps
+
+    prompt = ClassPrompt(
+        points=np.array([[5, 5, 5], [0, 0, 9]], np.float32), positive=np.array([True, False])
+    )
+    maps = click_maps(prompt, (10, 10, 10), radius=1.0)
+    # radius 1: the voxel and its 6 face neighbours; the corner click is clipped to 4 voxels
+    assert int(maps[0].sum()) == 7 and int(maps[1].sum()) == 4
+    assert maps[0, 5, 5, 5] == 1 and maps[0, 5, 5, 7] == 0 and maps[1, 0, 0, 9] == 1
+    assert not (maps[0] * maps[1]).any()
+
+
+def test_click_maps_need_the_unit_latent():
+    with pytest.raises(ValueError, match="unit_latent"):
+        build_model("ensam_tiny", click_map_radius=2.0)
+
+
+def test_an_object_without_clicks_decodes_alike_alone_and_beside_one_with_clicks(inputs):
+    image, _ = inputs
+    torch.manual_seed(0)
+    model = build_model("ensam_tiny", dense_on_unit_latent=True, click_map_radius=2.0).eval()
+    boxed = ClassPrompt(box=PROMPT.box)
+    with torch.no_grad():
+        features = model.encode(image)
+        alone = model.decode(features, [boxed])
+        beside = model.decode(features, [boxed, PROMPT])
+    torch.testing.assert_close(beside[:1], alone, rtol=1e-4, atol=1e-4)

@@ -146,6 +146,22 @@ def test_the_unit_latent_dense_path_starts_at_zero_over_weights_without_it(tmp_p
     assert again["dense.out.weight"].any()
 
 
+def test_click_maps_start_at_zero_over_weights_without_them(tmp_path):
+    torch.manual_seed(0)
+    old = tmp_path / "unit.pt"
+    save_checkpoint(build_model("ensam_tiny", dense_on_unit_latent=True), old)
+    maps = {"model": {"overrides": {"dense_on_unit_latent": True, "click_map_radius": 2.0}}}
+    train(tmp_path / "maps", SMOKE, overrides=maps, init_weights=old, max_steps=0)
+    ckpt = torch.load(tmp_path / "maps" / "checkpoint.pt", weights_only=False)["model"]
+    assert not ckpt["click_maps.path.out.weight"].any()
+    assert ckpt["click_maps.path.convs.0.weight"].any() and ckpt["dense.out.weight"].any()
+    # weights of another architecture are refused rather than half-loaded
+    other = tmp_path / "other.pt"
+    save_checkpoint(build_model("ensam_light", dense_on_unit_latent=True), other)
+    with pytest.raises(RuntimeError):
+        train(tmp_path / "bad", SMOKE, overrides=maps, init_weights=other, max_steps=0)
+
+
 def test_a_run_keeps_its_starting_weights_inference_settings(tmp_path):
     old = _old_weights(tmp_path)
     set_metadata(old, inference_crop="object", inference_max_voxels=40_000)

@@ -25,6 +25,11 @@ class ModelConfig:
     # previous mask stopped mattering: DSC identical to three decimals with the ground
     # truth as the prompt or none). False is the paper's network.
     dense_on_unit_latent: bool = False
+    # Beyond the paper: the clicks also enter the dense path, drawn as balls of this radius
+    # (network voxels) in a positive and a negative map next to the previous logits. The
+    # sparse click tokens only reach the latent grid (stride 8) through attention; a map
+    # says at full resolution which voxels the user pointed at. 0 is the paper's network.
+    click_map_radius: float = 0.0
     decoder_blocks: int = 1
     logit_bias: float = -5.0
     # Whether the weights were produced by training. Untrained checkpoints still load (the
@@ -72,6 +77,11 @@ class ModelConfig:
             raise ValueError(f"unknown positional encoding {self.positional!r}")
         if self.norm not in ("instance", "batch", "group"):
             raise ValueError(f"unknown norm {self.norm!r}")
+        if self.click_map_radius < 0:
+            raise ValueError("click_map_radius must be >= 0 (0: no click maps)")
+        if self.click_map_radius > 0 and not self.dense_on_unit_latent:
+            # on the raw latent (norm ~2,600 per voxel) the maps would be lost
+            raise ValueError("click maps need dense_on_unit_latent")
         if len(self.dense_channels) != len(self.channels) - 1:
             raise ValueError("the dense prompt path needs one stride-2 conv per encoder level")
 

@@ -12,7 +12,7 @@ from .config import ModelConfig
 from .decoder import MaskDecoder
 from .encoder import ImageEncoder
 from .positional import build_positional, grid_positions
-from .prompts import ClassPrompt, DensePromptEncoder, SparsePromptEncoder
+from .prompts import ClassPrompt, ClickMapEncoder, DensePromptEncoder, SparsePromptEncoder
 from .transformer import TwoWayTransformer, unit
 
 
@@ -25,6 +25,8 @@ class Ensam(nn.Module):
         self.encoder = ImageEncoder(c.in_channels, c.channels, c.blocks, c.norm)
         self.sparse = SparsePromptEncoder(c.width)
         self.dense = DensePromptEncoder(c.dense_channels, c.width)
+        if c.click_map_radius > 0:
+            self.click_maps = ClickMapEncoder(c.dense_channels, c.width, c.click_map_radius)
         positional = build_positional(c.positional, c.width, c.heads)
         self.transformer = TwoWayTransformer(c.width, c.heads, c.depth, c.mlp_width, positional)
         self.decoder = MaskDecoder(c.channels, c.norm, c.decoder_blocks, c.logit_bias)
@@ -59,13 +61,16 @@ class Ensam(nn.Module):
         input_shape = tuple(s * self.stride for s in grid)
         extent = float(max(input_shape))
         latent = latent.expand(batch, -1, -1, -1, -1) if latent.shape[0] == 1 else latent
+        with_clicks = self.config.click_map_radius > 0 and any(len(p.points) for p in prompts)
+        if (prev_logits is not None or with_clicks) and self.config.dense_on_unit_latent:
+            latent = unit(latent, dim=1)
         if prev_logits is not None:
-            if self.config.dense_on_unit_latent:
-                latent = unit(latent, dim=1)
             dense = self.dense(prev_logits.to(latent.dtype))
             if prev_valid is not None:
                 dense = dense * prev_valid.to(dense.dtype).view(-1, 1, 1, 1, 1)
             latent = latent + dense
+        if with_clicks:
+            latent = latent + self.click_maps(prompts, input_shape).to(latent.dtype)
         image_tokens = latent.flatten(2).transpose(1, 2)
         image_pos = grid_positions(grid, self.stride, extent).to(latent.device)[None]
         tokens, pos, valid = self.sparse(prompts, extent)

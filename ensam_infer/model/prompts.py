@@ -87,9 +87,9 @@ class DensePromptEncoder(nn.Module):
     """Previous logits at input resolution → stride-2 2³ convs (each followed by channel L2
     normalization and GELU) → 1×1 conv to the latent width, added to the latent."""
 
-    def __init__(self, channels: tuple[int, ...], width: int) -> None:
+    def __init__(self, channels: tuple[int, ...], width: int, in_channels: int = 1) -> None:
         super().__init__()
-        ins = (1,) + tuple(channels[:-1])
+        ins = (in_channels,) + tuple(channels[:-1])
         self.convs = nn.ModuleList(
             [nn.Conv3d(i, o, 2, stride=2) for i, o in zip(ins, channels, strict=True)]
         )
@@ -98,7 +98,43 @@ class DensePromptEncoder(nn.Module):
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         # Logits far from zero carry no more information than their sign; clamping keeps a
         # confident previous step from dominating the latent.
-        x = logits.clamp(-20.0, 20.0) / 10.0
+        return self.embed(logits.clamp(-20.0, 20.0) / 10.0)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.convs:
             x = F.gelu(channel_unit(conv(x)))
         return self.out(x)
+
+
+class ClickMapEncoder(nn.Module):
+    """Each object's clicks as two maps at input resolution (a ball of `radius` voxels per
+    positive / negative click), through a dense path of its own to the latent width."""
+
+    def __init__(self, channels: tuple[int, ...], width: int, radius: float) -> None:
+        super().__init__()
+        self.radius = float(radius)
+        self.path = DensePromptEncoder(channels, width, in_channels=2)
+
+    def forward(self, prompts: list[ClassPrompt], shape: tuple[int, int, int]) -> torch.Tensor:
+        device = self.path.out.weight.device
+        maps = torch.stack([click_maps(p, shape, self.radius) for p in prompts]).to(device)
+        out = self.path.embed(maps.to(self.path.out.weight.dtype))
+        # an object without clicks in a batch with some gets nothing, as when decoded alone
+        has_clicks = torch.tensor([len(p.points) > 0 for p in prompts], device=device)
+        return out * has_clicks.to(out.dtype).view(-1, 1, 1, 1, 1)
+
+
+def click_maps(prompt: ClassPrompt, shape: tuple[int, int, int], radius: float) -> torch.Tensor:
+    """(2, D, H, W): 1 within `radius` of a positive (channel 0) or negative (1) click."""
+    maps = torch.zeros((2, *shape))
+    reach = int(np.ceil(radius))
+    for point, positive in zip(prompt.points, prompt.positive, strict=True):
+        centre = np.clip(np.round(np.asarray(point)).astype(int), 0, np.asarray(shape) - 1)
+        lo = np.maximum(centre - reach, 0)
+        hi = np.minimum(centre + reach + 1, shape)
+        axes = [torch.arange(a, b) - c for a, b, c in zip(lo, hi, centre, strict=True)]
+        dz, dy, dx = torch.meshgrid(*axes, indexing="ij")
+        ball = (dz**2 + dy**2 + dx**2) <= radius**2
+        window = maps[0 if positive else 1, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        window[ball] = 1.0
+    return maps
