@@ -42,18 +42,20 @@ def segment_case(
     if not ids:
         return np.zeros(case.image.shape, np.uint8), None, ""
     image_hash = array_hash(case.image)
+    if case.prev_pred is not None and case.prev_pred.any():
+        # Objects with no cached logits (lost cache, another prediction) get the previous
+        # mask as their dense prompt, so the clicks still refine the earlier answer. An
+        # all-empty previous mask is how click-only cases start; the model then gets no
+        # dense prompt, as in training. Set before the regions are asked for: the
+        # click_crop rule places box-less objects by the previous answer, and the cache
+        # must be looked up for the regions predict() will use.
+        session.set_previous_labels(case.prev_pred)
     rois = session.regions()
     prev_hash = array_hash(case.prev_pred) if case.prev_pred is not None else None
     cached = cache.load(image_hash, rois, prev_hash) if cache is not None else None
     if cached is not None:
         # Objects without a new click keep their cached logits and are not decoded again.
         session.restore(cached, stale={k for k in ids if case.new_click[k - 1]})
-    if case.prev_pred is not None and case.prev_pred.any():
-        # Objects with no cached logits (lost cache, another prediction) get the previous
-        # mask as their dense prompt, so the clicks still refine the earlier answer. An
-        # all-empty previous mask is how click-only cases start; the model then gets no
-        # dense prompt, as in training.
-        session.set_previous_labels(case.prev_pred)
     labels = session.predict()
     return labels, session.state, image_hash
 

@@ -2,9 +2,11 @@
 
 Intensities: voxels <= 0 stay 0, positive voxels map linearly to (0, 1] by the min and max of
 the positive voxels. Region: the union of the boxes and clicks plus a margin (the whole volume
-when there is no box). Size cap: max-pool by 2 along the two largest axes while the region
-has more than 256*128*128 voxels. Padding to a multiple of 8. Back: trilinear up-sampling of
-the logits onto the region, which is pasted into the full volume.
+when there is no box; with the ``click_crop`` rule, an object without a box that already has an
+answer gets a crop around that answer and its clicks, `click_crop_roi`). Size cap: max-pool
+by 2 along the two largest axes while the region has more than 256*128*128 voxels. Padding
+to a multiple of 8. Back: trilinear up-sampling of the logits onto the region, which is
+pasted into the full volume.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from .prompts import Box, ObjectPrompts
 
@@ -23,6 +26,9 @@ PSEUDO_LOGIT = 5.0
 MAX_VOXELS = 256 * 128 * 128
 MARGIN = 16
 MULTIPLE = 8
+
+# inclusive (lo, hi) voxel corners of what is known of an object
+Extent = tuple[tuple[int, int, int], tuple[int, int, int]]
 
 
 @dataclass(frozen=True)
@@ -114,18 +120,90 @@ def roi_for_prompts(
     return Roi(start, stop, size_cap(crop_shape, max_voxels))
 
 
+def label_extents(labels: np.ndarray, ids: list[int]) -> dict[int, Extent]:
+    """The bounding box of each of `ids` in the label map `labels`, for those present: one
+    pass over the volume whatever the number of objects."""
+    if not ids or labels.size == 0:
+        return {}
+    found = ndimage.find_objects(labels, max_label=max(ids))
+    out = {}
+    for i in ids:
+        s = found[i - 1] if 0 < i <= len(found) else None
+        if s is not None:
+            out[i] = (tuple(int(t.start) for t in s), tuple(int(t.stop) - 1 for t in s))
+    return out
+
+
+def click_crop_margin(extent_shape: np.ndarray) -> np.ndarray:
+    """The click_crop margin per axis: max(MARGIN, half the known extent) on each side.
+
+    What is known of a box-less object is a lower bound on its size: the first answer was
+    made at the whole volume's coarse scale and may have found only part of the object.
+    Half the extent per side makes the region twice the known extent along each axis, so an
+    object up to twice as long as its answer showed (about its centre) is still inside; the
+    floor of MARGIN gives a small object the same context as a boxed one's crop. Not tuned:
+    an object that still touches the region's side moves the region out at the next step."""
+    return np.maximum(MARGIN, -(-extent_shape // 2))
+
+
+def click_crop_roi(
+    shape: tuple[int, int, int],
+    extent: Extent,
+    points: list[tuple[int, int, int]],
+    max_voxels: int = MAX_VOXELS,
+) -> Roi | None:
+    """The ``click_crop`` region of a box-less object: the bounding box of `extent` (its
+    voxels in the previous answer) and all its clicks, grown by `click_crop_margin`, clipped,
+    size-capped. None when it would not show the object at a finer scale than the whole
+    volume (the rule's only purpose): the whole volume then stays, with its logits."""
+    lo, hi = np.array(extent[0]), np.array(extent[1])
+    if points:
+        lo = np.minimum(lo, np.min(points, axis=0))
+        hi = np.maximum(hi, np.max(points, axis=0))
+    margin = click_crop_margin(hi - lo + 1)
+    start = tuple(int(v) for v in np.maximum(0, lo - margin))
+    stop = tuple(int(v) for v in np.minimum(shape, hi + margin + 1))
+    crop_shape = tuple(b - a for a, b in zip(start, stop, strict=True))
+    roi = Roi(start, stop, size_cap(crop_shape, max_voxels))
+    if np.prod(roi.pool) >= np.prod(size_cap(tuple(shape), max_voxels)):
+        return None
+    return roi
+
+
 def object_regions(
     shape: tuple[int, int, int],
     objects: dict[int, ObjectPrompts],
     crop: str,
     max_voxels: int = MAX_VOXELS,
+    known: dict[int, Extent] | None = None,
 ) -> dict[int, Roi]:
     """The network input region of each object: its own (`crop` "object") or the union of
-    all objects' prompts ("union")."""
+    all objects' prompts ("union"). `known` (the ``click_crop`` rule): the extent of
+    box-less objects in the previous answer; those get `click_crop_roi` instead of the
+    whole volume (in "union" mode only when no object has a box, so boxed objects never
+    see their region change)."""
+    known = known or {}
     if crop == "object":
-        return {i: roi_for_prompts(shape, [o], max_voxels=max_voxels) for i, o in objects.items()}
+        return {i: _object_region(shape, o, known.get(i), max_voxels) for i, o in objects.items()}
     union = roi_for_prompts(shape, list(objects.values()), max_voxels=max_voxels)
+    if objects and all(o.box is None and i in known for i, o in objects.items()):
+        lo = tuple(int(v) for v in np.min([known[i][0] for i in objects], axis=0))
+        hi = tuple(int(v) for v in np.max([known[i][1] for i in objects], axis=0))
+        points = [p for o in objects.values() for p in o.points]
+        union = click_crop_roi(shape, (lo, hi), points, max_voxels) or union
     return dict.fromkeys(objects, union)
+
+
+def _object_region(
+    shape: tuple[int, int, int], obj: ObjectPrompts, extent: Extent | None, max_voxels: int
+) -> Roi:
+    """One object's own region: its click crop when it has no box and a known extent and
+    the crop is finer than the whole volume, else its prompts' region."""
+    if obj.box is None and extent is not None:
+        roi = click_crop_roi(shape, extent, obj.points, max_voxels)
+        if roi is not None:
+            return roi
+    return roi_for_prompts(shape, [obj], max_voxels=max_voxels)
 
 
 def prepare_input(volume: np.ndarray, roi: Roi) -> torch.Tensor:

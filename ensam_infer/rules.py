@@ -15,6 +15,10 @@ alone, and each rule below enforces one of them on the final label map:
 * ``box_prior`` (a prompt, not a check): the box step starts from the box itself, its
   middle-slice rectangle over its z-range as pseudo-logits in the dense prompt, so the network
   corrects the box instead of drawing the object from nothing.
+* ``click_crop`` (a region, not a check): an object given by clicks alone
+  is first seen in the whole volume, pooled to the size cap, far coarser than a boxed object's
+  crop. Once it has an answer, its next region is a crop around that answer and its clicks
+  with a generous margin (``roi.click_crop_roi``), when that shows it at a finer scale.
 * ``clicks``: a positive click lies inside its object and a negative click outside, so the
   clicked voxel and its near neighbourhood (``click_radius`` voxels) say so after the step.
   Clicks are applied in the order they were given: a later click wins where two overlap.
@@ -43,7 +47,7 @@ from .roi import PSEUDO_LOGIT
 
 Slices = tuple[slice, slice, slice]
 
-RULE_NAMES = ("z_range", "debris", "clicks", "click_grow", "box_prior")
+RULE_NAMES = ("z_range", "debris", "clicks", "click_grow", "box_prior", "click_crop")
 GROW_RADIUS = 10  # half size of the cube split around a click (the Otsu baseline's)
 GROW_BELOW = 27  # voxels beyond the click balls under which an answer counts as empty
 
@@ -55,6 +59,7 @@ class PromptRules:
     clicks: bool = True
     click_grow: bool = True
     box_prior: bool = False
+    click_crop: bool = True
     click_radius: int = 1
 
     @classmethod

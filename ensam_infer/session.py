@@ -21,7 +21,9 @@ from .model import ClassPrompt, Ensam, load_checkpoint
 from .prompts import Box, ObjectPrompts, PromptError, check_point
 from .roi import (
     MAX_VOXELS,
+    Extent,
     Roi,
+    label_extents,
     logits_to_roi,
     mask_to_network_logits,
     object_regions,
@@ -271,9 +273,20 @@ class EnsamSession:
         return labels
 
     def regions(self) -> dict[int, Roi]:
-        """The region each prompted object's network input covers."""
+        """The region each prompted object's network input covers. With the click_crop rule
+        it depends on the last answer too (set it first: `set_previous_labels`)."""
         objects = {i: o for i, o in self.objects.items() if not o.empty}
-        return object_regions(self.image.shape, objects, self.crop, self.max_voxels)
+        known = self._known_extents(objects) if self.rules.click_crop else None
+        return object_regions(self.image.shape, objects, self.crop, self.max_voxels, known)
+
+    def _known_extents(self, objects: dict[int, ObjectPrompts]) -> dict[int, Extent]:
+        """For the click_crop rule: where each box-less object is in the last answer (its
+        voxels' bounding box). An object absent from it, or with no answer yet, has none and
+        keeps the whole volume, the only region that cannot hide it."""
+        if self._last_labels is None or self._last_labels.shape != self.image.shape:
+            return {}
+        ids = [i for i, o in objects.items() if o.box is None]
+        return label_extents(self._last_labels, ids)
 
     def _adopt_regions(self, rois: dict[int, Roi]) -> None:
         """Move objects to their current regions. Logits are only valid in the region that

@@ -20,7 +20,7 @@ from ensam_infer.cache import CACHE_DIRNAME, CaseCache, array_hash
 from ensam_infer.model import build_model
 from ensam_infer.predict import predict_file
 from ensam_infer.prompts import Box, ObjectPrompts
-from ensam_infer.roi import roi_for_prompts
+from ensam_infer.roi import mask_to_network_logits, roi_for_prompts
 from ensam_infer.session import EnsamSession
 
 SHAPE = (16, 32, 32)
@@ -298,3 +298,46 @@ def test_object_crops_cache_each_object_in_its_own_region(tmp_path: Path, monkey
     spy.encode = spy.decode = 0
     steps.run()
     assert spy.encode == 0 and spy.decode == 1
+
+
+def test_click_crop_looks_the_cache_up_for_the_regions_it_predicts_in(tmp_path, monkeypatch):
+    # The click_crop rule places a box-less object by the previous answer: the container
+    # must ask the cache for the regions predict() will then use, or it never finds them.
+    from ensam_infer.rules import PromptRules
+
+    torch.manual_seed(0)
+    model = build_model("ensam_tiny", logit_bias=0.0).eval()
+    rules = PromptRules(click_crop=True)
+    session = EnsamSession(model, device="cpu", crop="object", max_voxels=4096, rules=rules)
+    steps = Steps(tmp_path, session)
+    looked_up = []
+    real_load = CaseCache.load
+
+    def load(self, image_hash, rois, prev_pred_hash):
+        looked_up.append(dict(rois))
+        return real_load(self, image_hash, rois, prev_pred_hash)
+
+    monkeypatch.setattr(CaseCache, "load", load)
+    img = np.full((32, 64, 64), 30, np.uint8)
+    img[6:10, 40:48, 40:48] = 220
+
+    def decode(features, prompts, *args, **kwargs):  # a network that finds the object
+        roi = next(r for r, f in session.state.features.items() if f is features)
+        return mask_to_network_logits(img > 100, roi).repeat(len(prompts), 1, 1, 1, 1)
+
+    monkeypatch.setattr(model, "decode", decode)
+    prev = np.zeros(img.shape, np.uint8)  # a click-only case starts from an empty answer
+    fg = [[8, 44, 44]]
+    for new in ([8, 42, 46], [7, 46, 42]):
+        clicks = np.empty(1, dtype=object)
+        clicks[0] = {"fg": [list(p) for p in fg], "bg": []}
+        order = np.empty(1, dtype=object)
+        order[0] = ["fg"] * len(fg)
+        np.savez_compressed(steps.file, imgs=img, clicks=clicks, clicks_order=order,
+                            prev_pred=prev, spacing=np.ones(3))  # fmt: skip
+        prev = steps.run()
+        assert looked_up[-1] == session.state.rois
+        fg.append(new)
+    whole = ((0, 0, 0), img.shape)
+    assert (looked_up[0][1].start, looked_up[0][1].stop) == whole
+    assert (looked_up[1][1].start, looked_up[1][1].stop) != whole

@@ -461,3 +461,40 @@ def test_docker_command_with_gpu(tmp_path):
     cmd = docker_command("ensam:latest", "ensam", tmp_path / "in", tmp_path / "out", True)
     assert cmd[:5] == ["docker", "container", "run", "--gpus", "device=0"]
     assert f"{(tmp_path / 'in').resolve()}/:/workspace/inputs/" in cmd
+
+
+def test_click_crop_in_script_mode_matches_inprocess(tiny_weights, tmp_path, monkeypatch):
+    # The click_crop rule places a click-only object by the previous answer: a fresh process
+    # per step (which has only the previous output and the on-disk cache) must give the same
+    # masks as one process. The volume is pooled (a small size cap), so the rule acts.
+    import json
+
+    shape = (32, 64, 64)
+    lab = _ellipsoid(shape, (8, 44, 44), (3, 5, 5)).astype(np.uint8)
+    data = tmp_path / "data"
+    for sub in ("imgs", "gts"):
+        (data / sub).mkdir(parents=True)
+    img = (lab * 150 + 40).astype(np.uint8)
+    np.savez_compressed(data / "imgs" / "MR_small.npz", imgs=img, spacing=np.array([1.0] * 3))
+    np.savez_compressed(data / "gts" / "MR_small.npz", gts=lab)
+    monkeypatch.setenv("ENSAM_RULES", "z_range,debris,clicks,click_grow,click_crop")
+    monkeypatch.setenv("ENSAM_CROP", "object")
+    monkeypatch.setenv("ENSAM_MAX_VOXELS", "4096")
+    rois = {"script": [], "inprocess": []}
+    rows = {}
+    for mode in rois:
+
+        def hook(method, case, step, inp, out, mode=mode):
+            meta = json.loads((out.parent / ".ensam_cache" / case / "meta.json").read_text())
+            rois[mode].append(meta["rois"]["1"])
+
+        (rows[mode],) = evaluate(data / "imgs", data / "gts", tmp_path / mode, "ensam",
+                                 weights=tiny_weights, device="cpu", clicks=3, click_only=True,
+                                 on_step=hook, **QUIET)  # fmt: skip
+    assert rows["script"]["error"] == rows["inprocess"]["error"] == ""
+    for i in range(2, 5):
+        assert rows["script"][f"DSC_{i}"] == pytest.approx(rows["inprocess"][f"DSC_{i}"], abs=1e-9)
+    assert rois["script"] == rois["inprocess"]
+    whole = [[0, 0, 0], list(shape)]
+    assert rois["script"][0][:2] == whole  # the first click step has no answer to crop by
+    assert any(r[:2] != whole for r in rois["script"][1:])

@@ -4,8 +4,11 @@ import torch
 
 from ensam_infer.prompts import Box, ObjectPrompts
 from ensam_infer.roi import (
+    MARGIN,
     MAX_VOXELS,
     Roi,
+    click_crop_roi,
+    label_extents,
     logits_to_roi,
     mask_to_network_logits,
     object_regions,
@@ -123,3 +126,63 @@ def test_pooled_mask_survives_the_round_trip():
     assert back[3:5, 5:11, 7:13].all()
     assert not back[:, :, :4].any() and not back[7:].any()
     assert (back == mask).mean() > 0.9
+
+
+# ----- click_crop ---------------------------------------------------------------------------
+def test_label_extents_are_each_labels_bounding_box():
+    labels = np.zeros((10, 12, 14), np.uint8)
+    labels[2:4, 3:9, 5] = 1
+    labels[7, 0, 13] = 3
+    labels[9, 11, 0] = 3
+    assert label_extents(labels, [1, 2, 3, 7]) == {
+        1: ((2, 3, 5), (3, 8, 5)),
+        3: ((7, 0, 0), (9, 11, 13)),
+    }
+    assert label_extents(labels, []) == {}
+
+
+def test_click_crop_holds_the_answer_and_every_click_with_a_generous_margin():
+    shape = (100, 200, 200)
+    extent = ((40, 90, 100), (49, 149, 109))  # 10 x 60 x 10 voxels
+    points = [(45, 95, 105), (60, 100, 104)]  # the second lies outside the answer
+    roi = click_crop_roi(shape, extent, points, max_voxels=4096)
+    # known: z 40..60 (21), y 90..149 (60), x 100..109 (10); margin max(16, ceil(n / 2))
+    assert roi.start == (40 - MARGIN, 90 - 30, 100 - MARGIN)
+    assert roi.stop == (61 + MARGIN, 150 + 30, 110 + MARGIN)
+    assert np.prod(roi.pool) < np.prod(size_cap(shape, 4096))
+    assert np.prod(roi.pooled) <= 4096
+
+
+def test_click_crop_is_clipped_to_the_volume():
+    roi = click_crop_roi((60, 200, 200), ((0, 0, 0), (3, 3, 3)), [(2, 2, 2)], max_voxels=4096)
+    assert roi.start == (0, 0, 0) and roi.stop == (4 + MARGIN, 4 + MARGIN, 4 + MARGIN)
+
+
+def test_click_crop_is_refused_when_it_is_not_finer_than_the_whole_volume():
+    # a small volume is never pooled: the whole volume already shows everything at full scale
+    assert click_crop_roi((24, 40, 40), ((10, 10, 10), (12, 12, 12)), [], MAX_VOXELS) is None
+    # an object spanning most of a pooled volume: its crop is pooled as much as the volume
+    extent = ((5, 10, 10), (90, 180, 180))
+    assert click_crop_roi((100, 200, 200), extent, [], max_voxels=4096) is None
+
+
+def test_object_regions_use_the_click_crop_for_box_less_objects_only():
+    shape = (100, 200, 200)
+    boxed = ObjectPrompts(box=Box(40, 40, 40, 50, 60, 60))
+    boxed.add_click((45, 50, 50), True)
+    clicked = ObjectPrompts()
+    clicked.add_click((20, 150, 150), True)
+    objects = {1: boxed, 2: clicked}
+    known = {1: ((0, 0, 0), (99, 199, 199)), 2: ((15, 140, 140), (25, 160, 160))}
+    plain = object_regions(shape, objects, "object", 4096)
+    crops = object_regions(shape, objects, "object", 4096, known)
+    assert crops[1] == plain[1]  # a boxed object's region never depends on the answer
+    assert plain[2].start == (0, 0, 0) and plain[2].stop == shape
+    assert crops[2] == click_crop_roi(shape, known[2], clicked.points, 4096)
+    assert object_regions(shape, objects, "object", 4096, {1: known[1]})[2] == plain[2]
+    # union mode: one region for all, so only when no object has a box
+    assert object_regions(shape, objects, "union", 4096, known) == object_regions(
+        shape, objects, "union", 4096
+    )
+    only = {2: clicked}
+    assert object_regions(shape, only, "union", 4096, known)[2] == crops[2]

@@ -20,6 +20,10 @@ def test_parse_names_all_and_none():
     assert PromptRules.parse("none") == PromptRules.none()
     every = PromptRules.parse("all")
     assert every.z_range and every.debris and every.clicks and every.box_prior
+    assert every.click_crop and PromptRules().click_crop  # on by default
+    crop = PromptRules.parse("clicks,click_crop")
+    assert crop.click_crop and crop.clicks and not crop.debris
+    assert crop.describe() == "clicks,click_crop"
     only = PromptRules.parse("z_range, clicks")
     assert (only.z_range, only.debris, only.clicks) == (True, False, True)
     assert only.describe() == "z_range,clicks"
@@ -30,8 +34,15 @@ def test_parse_names_all_and_none():
 def test_from_env(monkeypatch):
     monkeypatch.setenv("ENSAM_RULES", "debris")
     assert PromptRules.from_env() == PromptRules(
-        z_range=False, debris=True, clicks=False, click_grow=False, box_prior=False
+        z_range=False,
+        debris=True,
+        clicks=False,
+        click_grow=False,
+        box_prior=False,
+        click_crop=False,
     )
+    monkeypatch.setenv("ENSAM_RULES", "z_range,debris,clicks,click_grow")
+    assert PromptRules.from_env() == PromptRules(click_crop=False)
     monkeypatch.delenv("ENSAM_RULES")
     assert PromptRules.from_env() == PromptRules()
 

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from ensam_infer.prompts import PromptError
+from ensam_infer.roi import mask_to_network_logits, size_cap
 from ensam_infer.session import EnsamSession, to_uint8
 
 
@@ -333,3 +334,110 @@ def test_cpu_bf16_session_agrees_with_float32(tiny_model, monkeypatch):
             torch.bfloat16 if bf16 else torch.float32
         )
     assert (answers[0] == answers[1]).mean() > 0.99
+
+
+# ----- click_crop ---------------------------------------------------------------------------
+CLICKED = (slice(4, 10), slice(40, 50), slice(40, 50))  # the click-only object: 6 x 10 x 10
+BOXED = (slice(20, 28), slice(8, 20), slice(8, 20))  # the boxed one, its box drawn tight
+
+
+def _two_objects() -> tuple[np.ndarray, np.ndarray]:
+    image = np.full((32, 64, 64), 30, np.uint8)
+    truth = np.zeros(image.shape, np.uint8)
+    truth[CLICKED], truth[BOXED] = 1, 2
+    image[truth > 0] = 220
+    return image, truth
+
+
+def _network_that_finds(monkeypatch, session, truth):
+    """A decoder that answers the true object in whatever region it is given (the boxed
+    prompt is object 2, the box-less one object 1): the regions, not the network, are what
+    these tests look at."""
+
+    def decode(features, prompts, *args, **kwargs):
+        roi = next(r for r, f in session.state.features.items() if f is features)
+        masks = [truth == (2 if p.box is not None else 1) for p in prompts]
+        return torch.cat([mask_to_network_logits(m, roi) * 2 for m in masks])
+
+    monkeypatch.setattr(session.model, "decode", decode)
+
+
+def _click_crop_session(tiny_model, on: bool) -> EnsamSession:
+    from ensam_infer.rules import PromptRules
+
+    rules = PromptRules(click_crop=on)
+    s = EnsamSession(tiny_model, device="cpu", max_voxels=4096, crop="object", rules=rules)
+    s.set_image(_two_objects()[0])
+    return s
+
+
+def _holds(roi, points) -> bool:
+    return all(
+        all(a <= c < b for a, c, b in zip(roi.start, p, roi.stop, strict=True)) for p in points
+    )
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_click_crop_moves_a_click_only_object_to_a_crop_around_its_answer(
+    tiny_model, monkeypatch, on
+):
+    session = _click_crop_session(tiny_model, on)
+    truth = _two_objects()[1]
+    _network_that_finds(monkeypatch, session, truth)
+    whole = ((0, 0, 0), session.image.shape)
+    session.add_click((6, 44, 44), positive=True)
+    first = _dice(session.predict() == 1, truth == 1)
+    assert (session.state.rois[1].start, session.state.rois[1].stop) == whole
+    session.add_click((9, 48, 41), positive=True)
+    second = _dice(session.predict() == 1, truth == 1)
+    roi = session.state.rois[1]
+    if not on:
+        assert (roi.start, roi.stop) == whole and second == pytest.approx(first, abs=0.02)
+        return
+    assert second > first + 0.05  # the same network, a finer view: a better answer
+    assert np.prod(roi.shape) < np.prod(session.image.shape)
+    assert np.prod(roi.pool) < np.prod(size_cap(session.image.shape, 4096))  # a finer scale
+    corners = [(4, 40, 40), (9, 49, 49)]  # the object's bounding box
+    assert _holds(roi, corners + session.objects[1].points)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+def test_click_crop_leaves_boxed_objects_alone(tiny_model, monkeypatch):
+    regions = {}
+    for on in (False, True):
+        session = _click_crop_session(tiny_model, on)
+        _network_that_finds(monkeypatch, session, _two_objects()[1])
+        session.add_box((20, 8, 8, 27, 19, 19), object_id=2)
+        session.add_click((6, 44, 44), positive=True, object_id=1)
+        session.predict()
+        steps = [dict(session.state.rois)]
+        session.add_click((9, 48, 41), positive=True, object_id=1)
+        session.add_click((24, 14, 14), positive=True, object_id=2)
+        session.predict()
+        steps.append(dict(session.state.rois))
+        regions[on] = steps
+    assert [r[2] for r in regions[False]] == [r[2] for r in regions[True]]
+    assert regions[False][1][1] != regions[True][1][1]  # while the click-only object moved
+
+
+def test_click_crop_from_the_previous_labels_of_a_fresh_process(tiny_model, monkeypatch):
+    # the container's path: a new session that only has the previous answer on disk gets the
+    # same region, the same dense prompt and so the same answer as the session that made it
+    a = _click_crop_session(tiny_model, True)
+    real_decode = a.model.decode
+    _network_that_finds(monkeypatch, a, _two_objects()[1])
+    a.add_click((6, 44, 44), positive=True)
+    first = a.predict()
+    monkeypatch.setattr(a.model, "decode", real_decode)
+    a.add_click((9, 48, 41), positive=True)
+    second = a.predict()
+    b = _click_crop_session(tiny_model, True)
+    for p in a.objects[1].points:
+        b.add_click(p, positive=True)
+    b.set_previous_labels(first)
+    assert b.regions() == {1: a.state.rois[1]}
+    assert a.state.rois[1].stop != a.image.shape
+    assert (b.predict() == second).all()
