@@ -3,7 +3,8 @@ sample's whole interaction loop: encoder once, a box step and 4 click steps, bac
 Muon + AdamW step every 2 samples) under different thread layouts and arithmetic.
 
     python -m benchmarks.training [--config ensam_train/configs/cpu_light_stage4.json]
-        [--steps 12] [--variants fp32_t2,fp32_t1,fp32_t1x2,channels_last_t1,bf16_t1,bf16_t2,bf16_t1x2,compile_t1]
+        [--steps 12] [--variants fp32_t2,fp32_t1,fp32_t1x2,channels_last_t1,bf16_t1,bf16_t2,
+                     bf16_t1x2,compile_t1]
 
 Every variant trains the same examples (examples 0.. of the config's stream, generated once
 per child and not timed: in a run they come from a data worker) from the same initial
