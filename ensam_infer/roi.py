@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cc3d
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from .prompts import Box, ObjectPrompts
 
@@ -125,10 +125,12 @@ def label_extents(labels: np.ndarray, ids: list[int]) -> dict[int, Extent]:
     pass over the volume whatever the number of objects."""
     if not ids or labels.size == 0:
         return {}
-    found = ndimage.find_objects(labels, max_label=max(ids))
+    # cc3d, not scipy.ndimage: the predict path imports cc3d anyway, and scipy.ndimage would
+    # add about 0.2 s to every container step
+    found = cc3d.statistics(np.ascontiguousarray(labels))["bounding_boxes"]
     out = {}
     for i in ids:
-        s = found[i - 1] if 0 < i <= len(found) else None
+        s = found[i] if 0 < i < len(found) else None
         if s is not None:
             out[i] = (tuple(int(t.start) for t in s), tuple(int(t.stop) - 1 for t in s))
     return out
