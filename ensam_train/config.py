@@ -30,6 +30,9 @@ DEFAULTS: dict = {
         "p_mask_prompt": 0.0,
         # share of samples whose box step gets the box itself as the dense prompt
         "p_box_prompt": 0.0,
+        # box-less samples move their region after each click as inference's click_crop
+        # rule does (a crop around the answer and the clicks), re-encoding the image there
+        "click_crop": False,
         "accumulate": 2,
         "clip": 1.0,
         "seed": 0,

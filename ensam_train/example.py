@@ -19,6 +19,10 @@ class Example:
     image: torch.Tensor  # (1, D, H, W) network input
     target: torch.Tensor  # (1, D, H, W) fraction of each network voxel inside the object
     box: tuple[int, int, int, int, int, int] | None  # network coordinates
+    # Box-less examples keep their full-resolution image and mask and the region the
+    # network input covers, so training can move the region as inference's click_crop
+    # rule does (`interaction.click_crop_region`).
+    source: tuple[np.ndarray, np.ndarray, Roi] | None = None
 
 
 def challenge_box(mask: np.ndarray, rng: np.random.Generator) -> Box:
@@ -80,7 +84,8 @@ def make_example(
     x = prepare_input(image, roi)[0]
     target = mask_to_network(mask, roi)[0]  # fraction of each network voxel in the object
     net_box = roi.box_to_network(box) if box is not None else None
-    return Example(x, target, net_box)
+    source = (image, mask, roi) if box is None else None
+    return Example(x, target, net_box, source)
 
 
 def single_slice(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -148,8 +148,11 @@ class InteractionLoss(torch.nn.Module):
         device: torch.device,
         mask_prompt: bool,
         box_prompt: bool = False,
+        click_crop_voxels: int = 0,
     ) -> tuple[torch.Tensor, list[float]]:
-        return run_interaction(self.model, example, click_steps, device, mask_prompt, box_prompt)
+        return run_interaction(
+            self.model, example, click_steps, device, mask_prompt, box_prompt, click_crop_voxels
+        )
 
 
 def _distributed() -> tuple[int, int]:
@@ -343,6 +346,7 @@ def train(
         )
         model.config.trained = False
 
+    click_crop_voxels = tc["max_voxels"] if tc["click_crop"] else 0
     while state["step"] < limit_steps:
         out_of_time = max_minutes is not None and time.time() - t_start > max_minutes * 60
         if _all_agree(out_of_time, world, device):
@@ -366,7 +370,9 @@ def train(
             sync = contextlib.nullcontext() if world == 1 or last_micro else loss_module.no_sync()
             with sync:
                 with amp if amp is not None else contextlib.nullcontext():
-                    loss, dices = loss_module(example, steps, device, mask_prompt, box_prompt)
+                    loss, dices = loss_module(
+                        example, steps, device, mask_prompt, box_prompt, click_crop_voxels
+                    )
                 (loss / tc["accumulate"]).backward()
             total += float(loss.detach()) / tc["accumulate"]
             dice_first.append(dices[0])
