@@ -127,10 +127,13 @@ def label_extents(labels: np.ndarray, ids: list[int]) -> dict[int, Extent]:
         return {}
     # cc3d, not scipy.ndimage: the predict path imports cc3d anyway, and scipy.ndimage would
     # add about 0.2 s to every container step
-    found = cc3d.statistics(np.ascontiguousarray(labels))["bounding_boxes"]
+    stats = cc3d.statistics(np.ascontiguousarray(labels))
+    found, counts = stats["bounding_boxes"], stats["voxel_counts"]
     out = {}
     for i in ids:
-        s = found[i] if 0 < i < len(found) else None
+        # an absent label below the largest present one has a count of 0 and, on large
+        # maps, a placeholder box rather than None
+        s = found[i] if 0 < i < len(found) and counts[i] > 0 else None
         if s is not None:
             out[i] = (tuple(int(t.start) for t in s), tuple(int(t.stop) - 1 for t in s))
     return out

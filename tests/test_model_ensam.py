@@ -108,9 +108,13 @@ def test_click_maps_draw_a_ball_per_click_on_its_own_channel():
     assert not (maps[0] * maps[1]).any()
 
 
-def test_click_maps_need_the_unit_latent():
+def test_click_maps_need_the_unit_latent_and_rotary_positions():
     with pytest.raises(ValueError, match="unit_latent"):
         build_model("ensam_tiny", click_map_radius=2.0)
+    with pytest.raises(ValueError, match="rotary"):
+        build_model(
+            "ensam_tiny", click_map_radius=2.0, dense_on_unit_latent=True, positional="sinusoidal"
+        )
 
 
 def test_an_object_without_clicks_decodes_alike_alone_and_beside_one_with_clicks(inputs):

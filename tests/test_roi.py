@@ -141,6 +141,17 @@ def test_label_extents_are_each_labels_bounding_box():
     assert label_extents(labels, []) == {}
 
 
+def test_label_extents_leave_out_labels_absent_from_a_large_map():
+    # cc3d gives absent labels a placeholder box instead of None on maps this large
+    labels = np.zeros((100, 64, 64), np.uint8)
+    labels[40:45, 10:20, 30:31] = 7
+    labels[99, 63, 63] = 255
+    assert label_extents(labels, [3, 7, 255]) == {
+        7: ((40, 10, 30), (44, 19, 30)),
+        255: ((99, 63, 63), (99, 63, 63)),
+    }
+
+
 def test_click_crop_holds_the_answer_and_every_click_with_a_generous_margin():
     shape = (100, 200, 200)
     extent = ((40, 90, 100), (49, 149, 109))  # 10 x 60 x 10 voxels

@@ -82,6 +82,10 @@ class ModelConfig:
         if self.click_map_radius > 0 and not self.dense_on_unit_latent:
             # on the raw latent (norm ~2,600 per voxel) the maps would be lost
             raise ValueError("click maps need dense_on_unit_latent")
+        if self.click_map_radius > 0 and self.positional == "sinusoidal":
+            # the absolute encoding is added before the transformer normalizes, so the unit
+            # latent the maps need would change the answers of weights without them
+            raise ValueError("click maps need rotary positions (rope_mixed or liere)")
         if len(self.dense_channels) != len(self.channels) - 1:
             raise ValueError("the dense prompt path needs one stride-2 conv per encoder level")
 
