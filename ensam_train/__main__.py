@@ -1,4 +1,4 @@
-"""`python -m ensam_train {train,export,plot,pack}`."""
+"""`python -m ensam_train {train,export,plot,pack,compare}`."""
 
 from __future__ import annotations
 
@@ -70,6 +70,13 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import report
+
+    print(report(args.base, args.other, show=args.show))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ensam_train")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("plot", help="redraw a run's plot.png")
     p.add_argument("--run-dir", required=True)
     p.set_defaults(func=_cmd_plot)
+    p = sub.add_parser("compare", help="paired comparison of two validation runs")
+    p.add_argument("base", help="the baseline's ensam_per_case.csv")
+    p.add_argument("other", help="the candidate's ensam_per_case.csv")
+    p.add_argument("--show", type=int, default=3, help="cases listed at each end")
+    p.set_defaults(func=_cmd_compare)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,132 @@
+"""Paired comparison of two validation runs: is a candidate's gain larger than the noise?
+
+Both runs score the same held-out cases, so the question is about the per-case differences:
+their mean, and its standard error (the spread of the differences over the square root of
+the number of cases). On 35 cases a click-only DSC AUC difference has a standard error of
+about 0.05, so a gain of 0.03 says nothing; the verdict asks for two standard errors.
+
+Input: the `ensam_per_case.csv` files that `python -m ensam_infer evaluate` writes (one row
+per case; `CaseName`, `DSC_AUC`, `NSD_AUC`, `DSC_Final`, `NSD_Final`, `DSC_1`...).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+FIGURES = ("DSC_AUC", "NSD_AUC", "DSC_Final", "NSD_Final")
+# a per-case change smaller than this is "unchanged" in the better/worse counts
+CHANGE_EPS = 1e-4
+
+
+@dataclass(frozen=True)
+class PairedFigure:
+    """One figure over the cases both runs scored."""
+
+    name: str
+    base: float
+    other: float
+    diff: float  # mean of per-case (other - base)
+    se: float  # standard error of that mean; nan with fewer than two cases
+    better: int
+    worse: int
+
+    @property
+    def verdict(self) -> str:
+        if not math.isfinite(self.se) or self.se == 0:
+            return "better" if self.diff > 0 else "worse" if self.diff < 0 else "same"
+        z = self.diff / self.se
+        return "better" if z >= 2 else "worse" if z <= -2 else "within noise"
+
+
+def read_per_case(path: str | Path) -> dict[str, dict[str, float]]:
+    """Case name (without .npz) -> its numeric figures; cases that failed (no DSC_AUC) are
+    left out, so a comparison never mistakes a crash for a score."""
+    rows: dict[str, dict[str, float]] = {}
+    with Path(path).open(newline="") as f:
+        for row in csv.DictReader(f):
+            if not row.get("DSC_AUC"):
+                continue
+            name = row["CaseName"].removesuffix(".npz")
+            rows[name] = {k: float(v) for k, v in row.items() if _is_number(v)}
+    return rows
+
+
+def _is_number(value: str | None) -> bool:
+    if not value:
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def paired(base: dict, other: dict, figure: str) -> PairedFigure:
+    cases = sorted(set(base) & set(other))
+    if not cases:
+        raise ValueError("the two runs share no scored case")
+    diffs = [other[c][figure] - base[c][figure] for c in cases]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    se = math.nan
+    if n > 1:
+        var = sum((d - mean) ** 2 for d in diffs) / (n - 1)
+        se = math.sqrt(var / n)
+    return PairedFigure(
+        name=figure,
+        base=sum(base[c][figure] for c in cases) / n,
+        other=sum(other[c][figure] for c in cases) / n,
+        diff=mean,
+        se=se,
+        better=sum(d > CHANGE_EPS for d in diffs),
+        worse=sum(d < -CHANGE_EPS for d in diffs),
+    )
+
+
+def largest_changes(base: dict, other: dict, figure: str, k: int) -> list[tuple[str, float]]:
+    """The k cases that lose most, then the k that gain most (other - base)."""
+    diffs = sorted(
+        ((c, other[c][figure] - base[c][figure]) for c in set(base) & set(other)),
+        key=lambda item: (item[1], item[0]),
+    )
+    losers = diffs[:k]
+    gainers = [d for d in diffs[-k:] if d not in losers]
+    return losers + gainers
+
+
+def per_step_means(rows: dict, cases: list[str]) -> list[float]:
+    """Mean DSC after each step (DSC_1, DSC_2, ...) over `cases`; steps a run lacks stop it."""
+    means = []
+    step = 1
+    while all(f"DSC_{step}" in rows[c] for c in cases):
+        means.append(sum(rows[c][f"DSC_{step}"] for c in cases) / len(cases))
+        step += 1
+    return means
+
+
+def report(base_path: str | Path, other_path: str | Path, show: int = 3) -> str:
+    """A plain-text report of `other` against `base`."""
+    base, other = read_per_case(base_path), read_per_case(other_path)
+    cases = sorted(set(base) & set(other))
+    lines = [
+        f"base:  {base_path} ({len(base)} cases)",
+        f"other: {other_path} ({len(other)} cases)",
+        f"paired over {len(cases)} cases; verdict: |diff| >= 2 standard errors",
+        f"{'figure':<10} {'base':>7} {'other':>7} {'diff':>7} {'SE':>6}  better/worse  verdict",
+    ]
+    for figure in FIGURES:
+        p = paired(base, other, figure)
+        lines.append(
+            f"{p.name:<10} {p.base:7.3f} {p.other:7.3f} {p.diff:+7.3f} {p.se:6.3f}"
+            f"  {p.better:>5}/{p.worse:<6}  {p.verdict}"
+        )
+    for label, rows in (("base", base), ("other", other)):
+        steps = " ".join(f"{m:.3f}" for m in per_step_means(rows, cases))
+        lines.append(f"mean DSC per step, {label}: {steps}")
+    lines.append("largest DSC AUC changes (other - base):")
+    for case, d in largest_changes(base, other, "DSC_AUC", show):
+        lines.append(f"  {d:+.3f}  {case}")
+    return "\n".join(lines)

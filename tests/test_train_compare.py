@@ -1,0 +1,90 @@
+import math
+from pathlib import Path
+
+import pytest
+
+from ensam_train.__main__ import main
+from ensam_train.compare import largest_changes, paired, per_step_means, read_per_case, report
+
+HEADER = "CaseName,DSC_AUC,NSD_AUC,DSC_Final,NSD_Final,DSC_1,DSC_2,method,error\n"
+
+
+def _write(path: Path, rows: list[str]) -> Path:
+    path.write_text(HEADER + "".join(r + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> tuple[Path, Path]:
+    base = _write(
+        tmp_path / "base.csv",
+        [
+            "a.npz,2.0,1.0,0.5,0.4,0.3,0.5,ensam,",
+            "b.npz,3.0,2.0,0.8,0.6,0.7,0.8,ensam,",
+            "c.npz,1.0,1.0,0.2,0.2,0.1,0.2,ensam,",
+            "failed.npz,,,,,,,ensam,boom",
+        ],
+    )
+    other = _write(
+        tmp_path / "other.csv",
+        [
+            "a.npz,2.5,1.0,0.6,0.4,0.4,0.6,ensam,",
+            "b.npz,3.1,2.0,0.8,0.6,0.7,0.8,ensam,",
+            "c.npz,0.9,1.0,0.2,0.2,0.1,0.2,ensam,",
+            "only_here.npz,4.0,4.0,1.0,1.0,1.0,1.0,ensam,",
+        ],
+    )
+    return base, other
+
+
+def test_failed_rows_are_left_out(runs: tuple[Path, Path]) -> None:
+    base = read_per_case(runs[0])
+    assert sorted(base) == ["a", "b", "c"]
+    assert base["a"]["DSC_AUC"] == 2.0
+
+
+def test_paired_mean_and_standard_error_by_hand(runs: tuple[Path, Path]) -> None:
+    base, other = (read_per_case(p) for p in runs)
+    p = paired(base, other, "DSC_AUC")
+    # differences over the shared cases a, b, c: +0.5, +0.1, -0.1
+    assert p.diff == pytest.approx(0.5 / 3)
+    var = ((0.5 - 0.5 / 3) ** 2 + (0.1 - 0.5 / 3) ** 2 + (-0.1 - 0.5 / 3) ** 2) / 2
+    assert p.se == pytest.approx(math.sqrt(var / 3))
+    assert (p.better, p.worse) == (2, 1)
+    assert p.base == pytest.approx(2.0) and p.other == pytest.approx(6.5 / 3)
+    assert p.verdict == "within noise"  # 0.167 against an SE of 0.176
+
+
+def test_verdict_needs_two_standard_errors() -> None:
+    base = {c: {"x": 0.0} for c in "abcd"}
+    other = {"a": {"x": 1.0}, "b": {"x": 1.1}, "c": {"x": 0.9}, "d": {"x": 1.0}}
+    assert paired(base, other, "x").verdict == "better"
+    assert paired(other, base, "x").verdict == "worse"
+    same = paired(base, base, "x")
+    assert (same.diff, same.se, same.verdict) == (0.0, 0.0, "same")
+
+
+def test_no_shared_case_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no scored case"):
+        paired({"a": {"x": 1.0}}, {"b": {"x": 1.0}}, "x")
+
+
+def test_largest_changes_lists_losers_then_gainers(runs: tuple[Path, Path]) -> None:
+    base, other = (read_per_case(p) for p in runs)
+    changes = largest_changes(base, other, "DSC_AUC", 1)
+    assert [c for c, _ in changes] == ["c", "a"]
+    assert changes[0][1] == pytest.approx(-0.1) and changes[1][1] == pytest.approx(0.5)
+
+
+def test_per_step_means(runs: tuple[Path, Path]) -> None:
+    base = read_per_case(runs[0])
+    assert per_step_means(base, ["a", "b"]) == pytest.approx([0.5, 0.65])
+
+
+def test_report_and_command(runs: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    text = report(*runs)
+    assert "paired over 3 cases" in text
+    assert "DSC_AUC      2.000   2.167  +0.167" in text
+    assert main(["compare", str(runs[0]), str(runs[1]), "--show", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "+0.500  a" in out and "-0.100  c" in out
