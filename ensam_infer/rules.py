@@ -19,6 +19,10 @@ alone, and each rule below enforces one of them on the final label map:
   is first seen in the whole volume, pooled to the size cap, far coarser than a boxed object's
   crop. Once it has an answer, its next region is a crop around that answer and its clicks
   with a generous margin (``roi.click_crop_roi``), when that shows it at a finer scale.
+* ``recrop`` (with ``click_crop``): when the answer just made places a box-less object in
+  a different region than the one that made it, the object is answered again in that region
+  in the same step, so a step's answer never comes from a view its own answer has ruled
+  out (the first click's whole-volume view, above all); one extra pass at most per step.
 * ``clicks``: a positive click lies inside its object and a negative click outside, so the
   clicked voxel and its near neighbourhood (``click_radius`` voxels) say so after the step.
   Clicks are applied in the order they were given: a later click wins where two overlap.
@@ -47,7 +51,15 @@ from .roi import PSEUDO_LOGIT
 
 Slices = tuple[slice, slice, slice]
 
-RULE_NAMES = ("z_range", "debris", "clicks", "click_grow", "box_prior", "click_crop")
+RULE_NAMES = (
+    "z_range",
+    "debris",
+    "clicks",
+    "click_grow",
+    "box_prior",
+    "click_crop",
+    "recrop",
+)
 GROW_RADIUS = 10  # half size of the cube split around a click (the Otsu baseline's)
 GROW_BELOW = 27  # voxels beyond the click balls under which an answer counts as empty
 
@@ -60,6 +72,7 @@ class PromptRules:
     click_grow: bool = True
     box_prior: bool = False
     click_crop: bool = True
+    recrop: bool = False
     click_radius: int = 1
 
     @classmethod

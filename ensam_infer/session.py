@@ -247,10 +247,21 @@ class EnsamSession:
         if self.image is None:
             raise RuntimeError("call set_image() before predict()")
         ids = sorted(i for i, o in self.objects.items() if not o.empty)
-        labels = np.zeros(self.image.shape, np.uint8)
         if not ids:
-            return labels
-        self._adopt_regions(self.regions())
+            return np.zeros(self.image.shape, np.uint8)
+        labels = self._predict_in(self.regions(), ids)
+        if self.rules.recrop:
+            # the answer just made may place a box-less object in a finer region than the
+            # one that made it (click_crop); answer again there, in this step
+            rois = self.regions()
+            if any(rois[i] != self.state.rois[i] for i in ids):
+                labels = self._predict_in(rois, ids)
+        return labels
+
+    def _predict_in(self, rois: dict[int, Roi], ids: list[int]) -> np.ndarray:
+        """One answer with each object in its region of `rois`."""
+        labels = np.zeros(self.image.shape, np.uint8)
+        self._adopt_regions(rois)
         if self._prev_from_labels and self._last_labels is not None:
             self._logits_from_labels(ids)
             self._prev_from_labels = False

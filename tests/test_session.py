@@ -441,3 +441,53 @@ def test_click_crop_from_the_previous_labels_of_a_fresh_process(tiny_model, monk
     assert b.regions() == {1: a.state.rois[1]}
     assert a.state.rois[1].stop != a.image.shape
     assert (b.predict() == second).all()
+
+
+# ----- recrop ------------------------------------------------------------------------------
+def _recrop_session(tiny_model, recrop: bool) -> EnsamSession:
+    from ensam_infer.rules import PromptRules
+
+    rules = PromptRules(click_crop=True, recrop=recrop)
+    s = EnsamSession(tiny_model, device="cpu", max_voxels=4096, crop="object", rules=rules)
+    s.set_image(_two_objects()[0])
+    return s
+
+
+def test_recrop_answers_a_lone_click_again_in_the_region_its_answer_implies(
+    tiny_model, monkeypatch
+):
+    truth = _two_objects()[1]
+    answers, encodes = {}, {}
+    for recrop in (False, True):
+        session = _recrop_session(tiny_model, recrop)
+        _network_that_finds(monkeypatch, session, truth)
+        calls = []
+        real_encode = session.model.encode
+        monkeypatch.setattr(
+            session.model, "encode", lambda x, e=real_encode, c=calls: c.append(1) or e(x)
+        )
+        session.add_click((6, 44, 44), positive=True)
+        answers[recrop] = _dice(session.predict() == 1, truth == 1)
+        encodes[recrop] = len(calls)
+        roi = session.state.rois[1]
+        whole = (roi.start, roi.stop) == ((0, 0, 0), session.image.shape)
+        assert whole != recrop  # with the rule the first step ends in the finer region
+    # the same network at the finer scale, in the first step: the answer the plain
+    # click_crop rule gives only at the second click
+    assert answers[True] > answers[False] + 0.05
+    assert encodes == {False: 1, True: 2}
+
+
+def test_recrop_leaves_boxed_objects_to_one_pass(tiny_model, monkeypatch):
+    session = _recrop_session(tiny_model, True)
+    _network_that_finds(monkeypatch, session, _two_objects()[1])
+    calls = []
+    real_decode = session.model.decode
+    monkeypatch.setattr(
+        session.model, "decode", lambda *a, **k: calls.append(1) or real_decode(*a, **k)
+    )
+    session.add_box((20, 8, 8, 27, 19, 19), object_id=2)
+    session.predict()
+    session.add_click((24, 14, 14), positive=True, object_id=2)
+    session.predict()
+    assert len(calls) == 2  # one decode per step: a box fixes the region
