@@ -204,11 +204,26 @@ def _check_ranks_agree(model: torch.nn.Module, world: int, run_dir: Path) -> Non
         raise RuntimeError(f"ranks ended with different weights: {digests}")
 
 
+def _added_blocks(model: Ensam, init: Ensam) -> list[str]:
+    """State-dict prefixes of the encoder residual blocks `model` has beyond the starting
+    weights' (a deeper level grown over a shallower one: the same channels, more blocks)."""
+    have, want = init.config.blocks, model.config.blocks
+    if len(have) != len(want) or init.config.channels != model.config.channels:
+        return []
+    return [
+        f"encoder.levels.{level}.{k}."
+        for level, (n_have, n_want) in enumerate(zip(have, want, strict=True))
+        for k in range(n_have, n_want)
+    ]
+
+
 def _load_init(model: Ensam, init: Ensam) -> None:
     """The starting weights into `model`; modules they lack (paths `model` adds, such as the
-    click maps) keep their fresh initialization, and `_start_new_paths` zeroes their output."""
+    click maps, or residual blocks a deeper encoder adds) keep their fresh initialization,
+    and `_start_new_paths` zeroes their output."""
     missing, unexpected = model.load_state_dict(init.state_dict(), strict=False)
     new = {"click_maps."} if model.config.click_map_radius > 0 else set()
+    new |= set(_added_blocks(model, init))
     stray = [k for k in missing if not any(k.startswith(n) for n in new)]
     if stray or unexpected:
         raise RuntimeError(f"starting weights do not fit: missing {stray}, unexpected {unexpected}")
@@ -219,7 +234,15 @@ def _start_new_paths(model: Ensam, init: Ensam) -> None:
     and is learned from there: the dense prompt's output conv when `dense_on_unit_latent` is
     switched on over weights trained without it (their dense path had no effect; its
     random weights would otherwise swamp the normalized latent), and the click maps' path
-    when the starting weights had none."""
+    when the starting weights had none. A residual block the starting weights lacked starts
+    as the identity (its last conv at zero), so the deeper network first computes exactly
+    what the starting weights did and grows from there."""
+    added = _added_blocks(model, init)
+    if added:
+        with torch.no_grad():
+            for prefix in added:
+                model.get_submodule(prefix.rstrip(".")).conv2.weight.zero_()
+        print(f"{len(added)} added encoder blocks start as the identity")
     if model.config.dense_on_unit_latent and not init.config.dense_on_unit_latent:
         _zero_output(model.dense)
         print("dense prompt output zeroed: the starting weights had no unit-latent path")

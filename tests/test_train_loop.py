@@ -211,3 +211,29 @@ def test_box_prompt_gives_the_box_step_the_box_as_pseudo_logits(monkeypatch):
     assert int((first == -5.0).sum()) == first.numel() - inside.numel()
     # the click step gets the network's own logits, not the box again
     assert not set(seen[1].unique().tolist()) <= {-5.0, 5.0}
+
+
+def test_a_deeper_encoder_grows_from_shallower_weights_as_the_same_function(tmp_path):
+    torch.manual_seed(0)
+    shallow = build_model("ensam_tiny", dense_on_unit_latent=True)
+    path = tmp_path / "shallow.pt"
+    save_checkpoint(shallow, path)
+    deeper = {"model": {"overrides": {"dense_on_unit_latent": True, "blocks": [1, 1, 2, 3]}}}
+    train(tmp_path / "grown", SMOKE, overrides=deeper, init_weights=path, max_steps=0)
+    grown = load_checkpoint(tmp_path / "grown" / "model.pt")
+    assert grown.config.blocks == (1, 1, 2, 3)
+    state = grown.state_dict()
+    for prefix in ("encoder.levels.2.1", "encoder.levels.3.1", "encoder.levels.3.2"):
+        assert not state[f"{prefix}.conv2.weight"].any() and state[f"{prefix}.conv1.weight"].any()
+    # the added blocks are identities: the encoder's output is the shallow one's (both as
+    # stored, since weights files hold half precision)
+    shallow = load_checkpoint(path)
+    x = torch.rand(1, 1, 16, 16, 16)
+    shallow.eval(), grown.eval()
+    with torch.no_grad():
+        for a, b in zip(shallow.encode(x), grown.encode(x), strict=True):
+            torch.testing.assert_close(a, b)
+    # other channel widths are still refused
+    wider = {"model": {"overrides": {"dense_on_unit_latent": True, "channels": [8, 16, 32, 32]}}}
+    with pytest.raises((RuntimeError, ValueError)):
+        train(tmp_path / "wider", SMOKE, overrides=wider, init_weights=path, max_steps=0)
