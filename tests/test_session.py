@@ -362,10 +362,10 @@ def _network_that_finds(monkeypatch, session, truth):
     monkeypatch.setattr(session.model, "decode", decode)
 
 
-def _click_crop_session(tiny_model, on: bool) -> EnsamSession:
+def _click_crop_session(tiny_model, on: bool, recrop: bool = False) -> EnsamSession:
     from ensam_infer.rules import PromptRules
 
-    rules = PromptRules(click_crop=on)
+    rules = PromptRules(click_crop=on, recrop=recrop)
     s = EnsamSession(tiny_model, device="cpu", max_voxels=4096, crop="object", rules=rules)
     s.set_image(_two_objects()[0])
     return s
@@ -444,22 +444,13 @@ def test_click_crop_from_the_previous_labels_of_a_fresh_process(tiny_model, monk
 
 
 # ----- recrop ------------------------------------------------------------------------------
-def _recrop_session(tiny_model, recrop: bool) -> EnsamSession:
-    from ensam_infer.rules import PromptRules
-
-    rules = PromptRules(click_crop=True, recrop=recrop)
-    s = EnsamSession(tiny_model, device="cpu", max_voxels=4096, crop="object", rules=rules)
-    s.set_image(_two_objects()[0])
-    return s
-
-
 def test_recrop_answers_a_lone_click_again_in_the_region_its_answer_implies(
     tiny_model, monkeypatch
 ):
     truth = _two_objects()[1]
     answers, encodes = {}, {}
     for recrop in (False, True):
-        session = _recrop_session(tiny_model, recrop)
+        session = _click_crop_session(tiny_model, True, recrop)
         _network_that_finds(monkeypatch, session, truth)
         calls = []
         real_encode = session.model.encode
@@ -479,7 +470,7 @@ def test_recrop_answers_a_lone_click_again_in_the_region_its_answer_implies(
 
 
 def test_recrop_leaves_boxed_objects_to_one_pass(tiny_model, monkeypatch):
-    session = _recrop_session(tiny_model, True)
+    session = _click_crop_session(tiny_model, True, True)
     _network_that_finds(monkeypatch, session, _two_objects()[1])
     calls = []
     real_decode = session.model.decode
