@@ -98,11 +98,16 @@ def largest_changes(base: dict, other: dict, figure: str, k: int) -> list[tuple[
 
 
 def per_step_means(rows: dict, cases: list[str]) -> list[float]:
-    """Mean DSC after each step (DSC_1, DSC_2, ...) over `cases`; steps a run lacks stop it."""
+    """Mean DSC after each step (DSC_1, DSC_2, ...) over `cases`; steps a run lacks stop it.
+    Step 1 counts only the cases that had a box step, as the evaluator's summary does
+    (`summarize`): a click-only case's DSC_1 is the organizers' 0 placeholder, not a score;
+    with no such case the step-1 mean is nan."""
     means = []
     step = 1
     while all(f"DSC_{step}" in rows[c] for c in cases):
-        means.append(sum(rows[c][f"DSC_{step}"] for c in cases) / len(cases))
+        scored = [c for c in cases if step > 1 or rows[c].get("box_step")]
+        values = [rows[c][f"DSC_{step}"] for c in scored]
+        means.append(sum(values) / len(values) if values else math.nan)
         step += 1
     return means
 
@@ -124,7 +129,8 @@ def report(base_path: str | Path, other_path: str | Path, show: int = 3) -> str:
             f"  {p.better:>5}/{p.worse:<6}  {p.verdict}"
         )
     for label, rows in (("base", base), ("other", other)):
-        steps = " ".join(f"{m:.3f}" for m in per_step_means(rows, cases))
+        means = per_step_means(rows, cases)
+        steps = " ".join("-" if math.isnan(m) else f"{m:.3f}" for m in means)
         lines.append(f"mean DSC per step, {label}: {steps}")
     lines.append("largest DSC AUC changes (other - base):")
     for case, d in largest_changes(base, other, "DSC_AUC", show):

@@ -6,7 +6,7 @@ import pytest
 from ensam_train.__main__ import main
 from ensam_train.compare import largest_changes, paired, per_step_means, read_per_case, report
 
-HEADER = "CaseName,DSC_AUC,NSD_AUC,DSC_Final,NSD_Final,DSC_1,DSC_2,method,error\n"
+HEADER = "CaseName,DSC_AUC,NSD_AUC,DSC_Final,NSD_Final,DSC_1,DSC_2,method,box_step,error\n"
 
 
 def _write(path: Path, rows: list[str]) -> Path:
@@ -19,19 +19,19 @@ def runs(tmp_path: Path) -> tuple[Path, Path]:
     base = _write(
         tmp_path / "base.csv",
         [
-            "a.npz,2.0,1.0,0.5,0.4,0.3,0.5,ensam,",
-            "b.npz,3.0,2.0,0.8,0.6,0.7,0.8,ensam,",
-            "c.npz,1.0,1.0,0.2,0.2,0.1,0.2,ensam,",
-            "failed.npz,,,,,,,ensam,boom",
+            "a.npz,2.0,1.0,0.5,0.4,0.3,0.5,ensam,1,",
+            "b.npz,3.0,2.0,0.8,0.6,0.7,0.8,ensam,1,",
+            "c.npz,1.0,1.0,0.2,0.2,0.1,0.2,ensam,1,",
+            "failed.npz,,,,,,,ensam,1,boom",
         ],
     )
     other = _write(
         tmp_path / "other.csv",
         [
-            "a.npz,2.5,1.0,0.6,0.4,0.4,0.6,ensam,",
-            "b.npz,3.1,2.0,0.8,0.6,0.7,0.8,ensam,",
-            "c.npz,0.9,1.0,0.2,0.2,0.1,0.2,ensam,",
-            "only_here.npz,4.0,4.0,1.0,1.0,1.0,1.0,ensam,",
+            "a.npz,2.5,1.0,0.6,0.4,0.4,0.6,ensam,1,",
+            "b.npz,3.1,2.0,0.8,0.6,0.7,0.8,ensam,1,",
+            "c.npz,0.9,1.0,0.2,0.2,0.1,0.2,ensam,1,",
+            "only_here.npz,4.0,4.0,1.0,1.0,1.0,1.0,ensam,1,",
         ],
     )
     return base, other
@@ -79,6 +79,12 @@ def test_largest_changes_lists_losers_then_gainers(runs: tuple[Path, Path]) -> N
 def test_per_step_means(runs: tuple[Path, Path]) -> None:
     base = read_per_case(runs[0])
     assert per_step_means(base, ["a", "b"]) == pytest.approx([0.5, 0.65])
+    # a click-only case's DSC_1 is the organizers' 0 placeholder: left out of step 1
+    base["a"]["box_step"], base["a"]["DSC_1"] = 0.0, 0.0
+    assert per_step_means(base, ["a", "b"]) == pytest.approx([0.7, 0.65])
+    base["b"]["box_step"] = 0.0
+    step1, step2 = per_step_means(base, ["a", "b"])
+    assert math.isnan(step1) and step2 == pytest.approx(0.65)
 
 
 def test_report_and_command(runs: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
