@@ -129,7 +129,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     code = f"from setuptools import build_meta as b; print(b.build_sdist({str(dist)!r}))"
     sdist = dist / _run([sys.executable, "-c", code], src).stdout.strip().splitlines()[-1]
     with tarfile.open(sdist) as tar:
-        tar.extractall(root / "unpacked", filter="data")
+        # the "data" filter exists from Python 3.11.4 / 3.10.12 on; Debian bookworm's
+        # 3.11.2 lacks it (the archive is the one just built here)
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(root / "unpacked", **safe)
         sdist_names = tar.getnames()
     (unpacked,) = (root / "unpacked").iterdir()
     pip_wheel = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
