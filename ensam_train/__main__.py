@@ -1,4 +1,4 @@
-"""`python -m ensam_train {train,export,plot,pack,compare}`."""
+"""`python -m ensam_train {train,export,plot,pack,compare,average}`."""
 
 from __future__ import annotations
 
@@ -77,6 +77,20 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_average(args: argparse.Namespace) -> int:
+    from .average import write_average
+
+    paths = sorted(Path(args.snapshots).expanduser().glob("step_*.pt"))
+    if args.first is not None:
+        paths = [p for p in paths if int(p.stem.split("_")[1]) >= args.first]
+    if not paths:
+        print(f"error: no snapshots in {args.snapshots}", file=sys.stderr)
+        return 1
+    write_average(paths, args.out)
+    print(f"{args.out}: the mean of {len(paths)} snapshots ({paths[0].name} .. {paths[-1].name})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ensam_train")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("other", help="the candidate's ensam_per_case.csv")
     p.add_argument("--show", type=int, default=3, help="cases listed at each end")
     p.set_defaults(func=_cmd_compare)
+    p = sub.add_parser("average", help="average a run's weight snapshots (SWA)")
+    p.add_argument("snapshots", help="a run's snapshots/ folder")
+    p.add_argument("--out", required=True, help="the averaged weights file")
+    p.add_argument("--first", type=int, default=None, help="leave out snapshots before this step")
+    p.set_defaults(func=_cmd_average)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -42,6 +42,9 @@ DEFAULTS: dict = {
         "val_minutes": 20.0,
         "val_objects": 24,
         "log_every": 10,
+        # every this many steps, keep the weights as snapshots/step_NNNNNN.pt (0: none), for
+        # `python -m ensam_train average` (stochastic weight averaging at a constant rate)
+        "snapshot_every": 0,
         # bf16 autocast on the CPU: about twice as fast where the processor has AMX/AVX512-BF16
         # (parameters, gradients and the loss stay float32); ignored on CPUs without them.
         "cpu_bf16": False,

@@ -429,6 +429,9 @@ def train(
         if rank == 0 and val_examples and time.time() - last_val > tc["val_minutes"] * 60:
             _log_validation(model, val_examples, device, state, elapsed0, t_start, metrics_file)
             last_val = time.time()
+        if rank == 0 and tc["snapshot_every"] and state["step"] % tc["snapshot_every"] == 0:
+            snapshot_meta = {**state.get("inference", {}), "steps": state["step"]}
+            save_snapshot(model, run_dir, snapshot_meta, cfg)
         if rank == 0 and time.time() - last_ckpt > tc["checkpoint_minutes"] * 60:
             save()
             write_plot(run_dir)
@@ -444,6 +447,17 @@ def train(
     if world > 1:
         dist.destroy_process_group()  # torchrun warns about a group left open at exit
     return last_logged
+
+
+def save_snapshot(model: Ensam, run_dir: Path, metadata: dict, cfg: dict) -> Path:
+    """The weights at step `metadata["steps"]`, in full precision (an average of fp16 copies
+    would add their rounding), as snapshots/step_NNNNNN.pt in the inference format."""
+    out = run_dir / "snapshots" / f"step_{metadata['steps']:06d}.pt"
+    out.parent.mkdir(exist_ok=True)
+    model.config.trained = True
+    save_checkpoint(model, out, half=False, metadata={**metadata, "config": cfg})
+    model.config.trained = False
+    return out
 
 
 def _log_validation(
