@@ -33,6 +33,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             max_voxels=args.max_voxels,
             rules=rules,
             crop=args.crop,
+            tta=args.tta,
         )
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -107,6 +108,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         os.environ["ENSAM_MAX_VOXELS"] = str(args.max_voxels)
     if args.crop:
         os.environ["ENSAM_CROP"] = args.crop
+    if args.tta:
+        os.environ["ENSAM_TTA"] = str(args.tta)
     if args.rules is not None:
         try:
             PromptRules.parse(args.rules)
@@ -172,6 +175,9 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+TTA_HELP = "mirrored copies of each input averaged, 1 (none) to 8 (default: the weights')"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ensam_infer", description=__doc__)
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
@@ -188,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-voxels", type=int, default=None, help="network input size cap (default: weights')"
     )
     p.add_argument("--crop", choices=["union", "object"], default=None, help=CROP_HELP)
+    p.add_argument("--tta", type=int, choices=range(1, 9), default=None, help=TTA_HELP)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("segment", help="segment a NIfTI/NRRD/MHA image from a prompt JSON")
@@ -224,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--click-only", action="store_true", help="remove the boxes: click steps only")
     p.add_argument("--max-voxels", type=int, default=None, help="network input size cap")
     p.add_argument("--crop", choices=["union", "object"], default=None, help=CROP_HELP)
+    p.add_argument("--tta", type=int, choices=range(1, 9), default=None, help=TTA_HELP)
     p.add_argument("--rules", default=None, help=RULES_HELP)
     p.add_argument(
         "--strict",

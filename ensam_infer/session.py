@@ -37,6 +37,7 @@ from .rules import (
     outside_box_slices,
     remove_debris,
 )
+from .tta import flips, flips_requested
 
 MAX_LABEL = 255
 CROP_MODES = ("union", "object")
@@ -120,6 +121,7 @@ class EnsamSession:
         rules: PromptRules | None = None,
         crop: str | None = None,
         cpu_bf16: bool | None = None,
+        tta: int | None = None,
     ) -> None:
         """weights: a checkpoint path (default: the shipped weights) or a built model.
         max_voxels: the size cap of the network input; default: ENSAM_MAX_VOXELS if set,
@@ -134,7 +136,11 @@ class EnsamSession:
         the checkpoint recommends (`inference_crop`), else "union".
         cpu_bf16: bf16 arithmetic on CPUs that do it in hardware (AVX512-BF16 or AMX);
         default: ENSAM_CPU_BF16 if set, else off. Ignored on GPUs (always mixed precision)
-        and on CPUs without it."""
+        and on CPUs without it.
+        tta: how many mirrored copies of each network input are answered and averaged
+        (`ensam_infer.tta`; 1 = none, up to 8); each costs one more encoder and decoder pass.
+        default: ENSAM_TTA if set, else what the checkpoint recommends (`inference_tta`),
+        else 1."""
         self.device = resolve_device(device)
         if self.device.type == "cpu":
             configure_threads()
@@ -147,9 +153,13 @@ class EnsamSession:
                     f"no ENSAM weights at {path}: pass weights=... or set ENSAM_WEIGHTS"
                 )
             model = load_checkpoint(path)
-        self.model_id = model_fingerprint(model)
         self.model = model.to(self.device).eval()
         model_meta = getattr(model, "metadata", {}) or {}
+        self.tta = flips_requested(int(model_meta.get("inference_tta", 1))) if tta is None else tta
+        flips(self.tta, (1, 1, 1))  # range check
+        # Features and logits made with another number of mirrors are not this session's.
+        suffix = f"-tta{self.tta}" if self.tta > 1 else ""
+        self.model_id = model_fingerprint(model) + suffix
         recommended = model_meta.get("inference_max_voxels")
         env = os.environ.get("ENSAM_MAX_VOXELS")
         self.max_voxels = int(max_voxels or env or recommended or MAX_VOXELS)
@@ -371,8 +381,10 @@ class EnsamSession:
                 grow_empty_answer(view, image, i, points, obj.positive, self.rules.click_radius)
 
     def _features(self, roi: Roi) -> list[torch.Tensor]:
+        """The encoder's features of the region, one batch entry per test-time mirror."""
         if roi not in self.state.features:
             x = prepare_input(self.image, roi).to(self.device)
+            x = torch.cat([f.tensor(x) for f in flips(self.tta, roi.pooled)])
             with torch.no_grad(), autocast(self.device, self.cpu_bf16):
                 self.state.features[roi] = self.model.encode(x)
         return self.state.features[roi]
@@ -394,23 +406,32 @@ class EnsamSession:
         for roi, members in by_roi.items():
             features = self._features(roi)
             voxels = int(np.prod(roi.padded))
-            size = self.class_chunk or max(1, min(64, self.chunk_voxels // voxels))
+            size = self.class_chunk or max(1, min(64, self.chunk_voxels // (voxels * self.tta)))
             for start in range(0, len(members), size):
                 self._decode_chunk(members[start : start + size], roi, features)
 
     def _decode_chunk(self, chunk: list[int], roi: Roi, features: list[torch.Tensor]) -> None:
+        """Each object of the chunk on every test-time mirror at once (batch entry
+        object * mirrors + mirror); its logits are the mean of the mirrored-back answers."""
+        mirrors = flips(self.tta, roi.pooled)
         prompts = [self._network_prompt(self.objects[i], roi) for i in chunk]
         prev = [self._previous_logits(i, p, roi) for i, p in zip(chunk, prompts, strict=True)]
         prev_logits = prev_valid = None
         if any(p is not None for p in prev):
             zeros = torch.zeros((1, 1, *roi.padded))
-            prev_logits = torch.cat([p if p is not None else zeros for p in prev])
-            prev_valid = torch.tensor([p is not None for p in prev])
+            prev_logits = torch.cat(
+                [m.tensor(p if p is not None else zeros) for p in prev for m in mirrors]
+            )
+            prev_valid = torch.tensor([p is not None for p in prev for _ in mirrors])
             prev_logits, prev_valid = prev_logits.to(self.device), prev_valid.to(self.device)
+        prompts = [m.prompt(p) for p in prompts for m in mirrors]
+        if len(mirrors) > 1:
+            features = [f.repeat(len(chunk), 1, 1, 1, 1) for f in features]
         with torch.no_grad(), autocast(self.device, self.cpu_bf16):
-            out = self.model.decode(features, prompts, prev_logits, prev_valid)
+            out = self.model.decode(features, prompts, prev_logits, prev_valid).float().cpu()
         for k, i in enumerate(chunk):
-            self.state.logits[i] = out[k : k + 1].float().cpu()
+            answers = [m.tensor(out[k * len(mirrors) + j]) for j, m in enumerate(mirrors)]
+            self.state.logits[i] = torch.stack(answers).mean(0)[None]
             self._stale.discard(i)
 
     def _previous_logits(

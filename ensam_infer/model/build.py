@@ -66,7 +66,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return model.eval()
 
 
-INFERENCE_KEYS = ("inference_crop", "inference_max_voxels")
+INFERENCE_KEYS = ("inference_crop", "inference_max_voxels", "inference_tta")
 
 
 def read_metadata(path: str | Path) -> dict:
