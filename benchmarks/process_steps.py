@@ -8,10 +8,13 @@ every step pays before any model work: a bare interpreter, the imports of the pr
 and those imports plus the weights load.
 
     python -m benchmarks.process_steps [--cases MR_BraTS2015_brats_2013_pat0005_1_flair,...]
-        [--repeats 3] [--threads 2] [--variants fp32,bf16] [--weights weights/ensam.pt]
+        [--repeats 3] [--threads 2] [--variants fp32,bf16,fp32-tta4]
+        [--weights weights/ensam.pt]
 
-Variants: `fp32` (the default arithmetic) and `bf16` (ENSAM_CPU_BF16=1; skipped where the
-CPU has no AVX512-BF16/AMX). Needs the shared real cases (ENSAM_DATA or ../shared/data).
+Variants: `fp32` (float32 arithmetic) and `bf16` (ENSAM_CPU_BF16=1; skipped where the
+CPU has no AVX512-BF16/AMX), each with one network input per region; `fp32-tta2`,
+`fp32-tta4` and `bf16-tta4` with 2 or 4 test-time mirrors (ENSAM_TTA). Needs the shared
+real cases (ENSAM_DATA or ../shared/data).
 """
 
 from __future__ import annotations
@@ -27,7 +30,14 @@ from pathlib import Path
 from benchmarks.common import REPO_ROOT, machine_info, md_table, thread_env, timed_command
 
 DEFAULT_CASES = ["MR_BraTS2015_brats_2013_pat0005_1_flair", "CT_TS_example_ct_sm"]
-VARIANTS = {"fp32": {"ENSAM_CPU_BF16": "0"}, "bf16": {"ENSAM_CPU_BF16": "1"}}
+VARIANTS = {
+    "fp32": {"ENSAM_CPU_BF16": "0", "ENSAM_TTA": "1"},
+    "bf16": {"ENSAM_CPU_BF16": "1", "ENSAM_TTA": "1"},
+    # test-time mirrors (ensam_infer.tta): k mirrored copies of every network input
+    "fp32-tta2": {"ENSAM_CPU_BF16": "0", "ENSAM_TTA": "2"},
+    "fp32-tta4": {"ENSAM_CPU_BF16": "0", "ENSAM_TTA": "4"},
+    "bf16-tta4": {"ENSAM_CPU_BF16": "1", "ENSAM_TTA": "4"},
+}
 LOAD_WEIGHTS = (
     "import sys; from ensam_infer.model import load_checkpoint; load_checkpoint(sys.argv[1])"
 )
@@ -84,7 +94,9 @@ def main() -> int:
     args = parser.parse_args()
     from ensam_infer.device import cpu_has_fast_bf16
 
-    variants = [v for v in args.variants.split(",") if v != "bf16" or cpu_has_fast_bf16()]
+    variants = [
+        v for v in args.variants.split(",") if not v.startswith("bf16") or cpu_has_fast_bf16()
+    ]
     base_env = thread_env(args.threads)
     floor = measure_floor(args.weights, base_env, max(3, args.repeats))
     rows = []
@@ -95,9 +107,11 @@ def main() -> int:
             r = measure_case(case, args.weights, env, args.repeats)
             rows.append([case, variant, f"{r['box_s']:.2f}", f"{r['click_s']:.2f}"])
             rows[-1].append(f"{r['ratio']:.2f}×")
+            # each row as it comes: a long run cut short still leaves its figures
+            print(f"  [process_steps] {' | '.join(rows[-1])}", file=sys.stderr, flush=True)
     print("\n".join(machine_info(args.threads, ["cpu"])))
     print(f"\nrepeats: {args.repeats} evaluator runs per row (medians; click = median of 5)\n")
-    print(md_table(["case", "arithmetic", "box step s", "click step s", "box / click"], rows))
+    print(md_table(["case", "variant", "box step s", "click step s", "box / click"], rows))
     print()
     print(md_table(["floor per process", "s"], [[k, f"{v:.2f}"] for k, v in floor.items()]))
     return 0
