@@ -56,7 +56,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         volume = read_volume(args.image)
         objects, window = read_prompts(args.prompts, volume)
         rules = PromptRules.parse(args.rules) if args.rules is not None else None
-        session = EnsamSession(args.weights, device=args.device, rules=rules)
+        session = EnsamSession(args.weights, device=args.device, rules=rules, tta=args.tta)
         session.set_image(volume.array, volume.spacing_zyx, window=window)
         for obj_id, obj in objects.items():
             if obj.box is not None:
@@ -204,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--rules", default=None, help=RULES_HELP)
+    p.add_argument("--tta", type=int, choices=range(1, 9), default=None, help=TTA_HELP)
     p.set_defaults(func=_cmd_segment)
 
     p = sub.add_parser("samples", help="write synthetic sample cases (imgs/ and gts/)")

@@ -1,6 +1,7 @@
 """The command line, run as a user (and the container) runs it: a subprocess."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,11 @@ import SimpleITK as sitk
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _cli(*args, check=True):
+def _cli(*args, check=True, env=None):
     proc = subprocess.run(
         [sys.executable, "-m", "ensam_infer", *map(str, args)],
         cwd=REPO,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=300,
@@ -58,6 +60,23 @@ def test_predict_exit_status_reports_failed_cases(tmp_path, tiny_weights):
     assert proc.returncode == 1
     assert "Broken: ERROR: " in proc.stderr
     assert (tmp_path / "out" / "Sample_phantom_organs.npz").is_file()
+
+
+def test_predict_with_mirrors_and_a_bad_mirror_count(tmp_path, tiny_weights):
+    _cli("samples", "--out", tmp_path / "samples")
+    imgs = tmp_path / "samples" / "imgs"
+    _cli("predict", "--input", imgs, "--output", tmp_path / "o4", "--weights", tiny_weights,
+         "--tta", "4")  # fmt: skip
+    for path in imgs.glob("*.npz"):
+        segs = np.load(tmp_path / "o4" / path.name)["segs"]
+        assert segs.shape == np.load(path, allow_pickle=True)["imgs"].shape and segs.any()
+    proc = _cli("predict", "--input", imgs, "--output", tmp_path / "o9", "--tta", "9", check=False)
+    assert proc.returncode == 2 and "--tta" in proc.stderr
+    proc = _cli(
+        "predict", "--input", imgs, "--output", tmp_path / "ox", "--weights", tiny_weights,
+        check=False, env={"ENSAM_TTA": "many"},
+    )  # fmt: skip
+    assert proc.returncode == 2 and "ENSAM_TTA must be a whole number" in proc.stderr
 
 
 def test_predict_without_weights_or_input_is_a_clear_error(tmp_path):
