@@ -425,7 +425,7 @@ class EnsamSession:
             prev_valid = torch.tensor([p is not None for p in prev for _ in mirrors])
             prev_logits, prev_valid = prev_logits.to(self.device), prev_valid.to(self.device)
         prompts = [m.prompt(p) for p in prompts for m in mirrors]
-        if len(mirrors) > 1:
+        if len(mirrors) > 1 and len(chunk) > 1:  # one object: its batch is the mirrors'
             features = [f.repeat(len(chunk), 1, 1, 1, 1) for f in features]
         with torch.no_grad(), autocast(self.device, self.cpu_bf16):
             out = self.model.decode(features, prompts, prev_logits, prev_valid).float().cpu()

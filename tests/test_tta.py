@@ -95,3 +95,19 @@ def test_mirrors_keep_the_session_model_id_apart(tiny_model):
     assert one.model_id != two.model_id and two.model_id.startswith(one.model_id)
     with pytest.raises(ValueError, match="1..8"):
         EnsamSession(tiny_model, device="cpu", tta=9)
+
+
+def test_objects_decoded_together_get_what_they_get_one_at_a_time(tiny_model):
+    # several objects of one region share a batch (object * mirrors + mirror): each must get
+    # the answer it gets alone
+    logits = []
+    for chunk in (1, 3):
+        s = EnsamSession(tiny_model, device="cpu", crop="union", tta=2, class_chunk=chunk)
+        s.set_image(_volume())
+        s.add_box((5, 6, 8, 10, 14, 16), 1)
+        s.add_box((2, 2, 2, 6, 10, 10), 2)
+        s.add_click((12, 18, 18), True, 3)
+        s.predict()
+        logits.append(s.state.logits)
+    for i in (1, 2, 3):
+        torch.testing.assert_close(logits[0][i], logits[1][i], atol=1e-4, rtol=1e-4)
