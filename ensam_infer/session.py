@@ -37,7 +37,7 @@ from .rules import (
     outside_box_slices,
     remove_debris,
 )
-from .tta import flips, flips_requested
+from .tta import checked_count, flips, flips_requested
 
 MAX_LABEL = 255
 CROP_MODES = ("union", "object")
@@ -155,8 +155,9 @@ class EnsamSession:
             model = load_checkpoint(path)
         self.model = model.to(self.device).eval()
         model_meta = getattr(model, "metadata", {}) or {}
-        self.tta = flips_requested(int(model_meta.get("inference_tta", 1))) if tta is None else tta
-        flips(self.tta, (1, 1, 1))  # range check
+        self.tta = checked_count(
+            flips_requested(int(model_meta.get("inference_tta", 1))) if tta is None else tta
+        )
         # Features and logits made with another number of mirrors are not this session's.
         suffix = f"-tta{self.tta}" if self.tta > 1 else ""
         self.model_id = model_fingerprint(model) + suffix

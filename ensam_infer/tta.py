@@ -47,7 +47,8 @@ class Flip:
             t = t.index_select(dim, order.to(t.device))
         return t
 
-    def coordinate(self, value: float, axis: int) -> float:
+    def coordinate(self, value: float | np.ndarray, axis: int) -> float | np.ndarray:
+        """Coordinates (one or an array) along `axis` on the mirrored input."""
         return self.extent[axis] - 1 - value if axis in self.axes else value
 
     def prompt(self, prompt: ClassPrompt) -> ClassPrompt:
@@ -61,16 +62,21 @@ class Flip:
                 max(a, b) for a, b in zip(lo, hi, strict=True)
             )
         points = np.array(prompt.points, np.float32).reshape(-1, 3)
-        for axis in self.axes:
-            points[:, axis] = self.extent[axis] - 1 - points[:, axis]
+        for axis in range(3):
+            points[:, axis] = self.coordinate(points[:, axis], axis)
         return ClassPrompt(box=box, points=points, positive=prompt.positive)
+
+
+def checked_count(count: int) -> int:
+    """`count` when it is a number of mirrors FLIP_ORDER has (1..8), else a ValueError."""
+    if not 1 <= count <= len(FLIP_ORDER):
+        raise ValueError(f"test-time flips must be 1..{len(FLIP_ORDER)}, got {count}")
+    return count
 
 
 def flips(count: int, extent: tuple[int, int, int]) -> list[Flip]:
     """The first `count` mirrors of FLIP_ORDER (1: the input alone)."""
-    if not 1 <= count <= len(FLIP_ORDER):
-        raise ValueError(f"test-time flips must be 1..{len(FLIP_ORDER)}, got {count}")
-    return [Flip(axes, tuple(extent)) for axes in FLIP_ORDER[:count]]
+    return [Flip(axes, tuple(extent)) for axes in FLIP_ORDER[: checked_count(count)]]
 
 
 def flips_requested(default: int = 1) -> int:
@@ -81,6 +87,7 @@ def flips_requested(default: int = 1) -> int:
     try:
         count = int(value)
     except ValueError:
-        raise ValueError(f"ENSAM_TTA must be a whole number 1..8, got {value!r}") from None
-    flips(count, (1, 1, 1))  # range check
-    return count
+        raise ValueError(
+            f"ENSAM_TTA must be a whole number 1..{len(FLIP_ORDER)}, got {value!r}"
+        ) from None
+    return checked_count(count)

@@ -356,8 +356,7 @@ def train(
         }
         with atomic_path(ckpt_path) as tmp:
             torch.save(ckpt, tmp)
-        model.config.trained = True
-        save_checkpoint(
+        save_trained(
             model,
             run_dir / "model.pt",
             metadata={
@@ -367,7 +366,6 @@ def train(
                 "config": cfg,
             },
         )
-        model.config.trained = False
 
     click_crop_voxels = tc["max_voxels"] if tc["click_crop"] else 0
     while state["step"] < limit_steps:
@@ -449,14 +447,22 @@ def train(
     return last_logged
 
 
+def save_trained(model: Ensam, path: Path, metadata: dict, half: bool = True) -> None:
+    """The weights in the inference format, marked as trained (the model in training stays
+    unmarked: its fresh initialization is not a trained network)."""
+    model.config.trained = True
+    try:
+        save_checkpoint(model, path, half=half, metadata=metadata)
+    finally:
+        model.config.trained = False
+
+
 def save_snapshot(model: Ensam, run_dir: Path, metadata: dict, cfg: dict) -> Path:
     """The weights at step `metadata["steps"]`, in full precision (an average of fp16 copies
     would add their rounding), as snapshots/step_NNNNNN.pt in the inference format."""
     out = run_dir / "snapshots" / f"step_{metadata['steps']:06d}.pt"
     out.parent.mkdir(exist_ok=True)
-    model.config.trained = True
-    save_checkpoint(model, out, half=False, metadata={**metadata, "config": cfg})
-    model.config.trained = False
+    save_trained(model, out, {**metadata, "config": cfg}, half=False)
     return out
 
 
