@@ -74,9 +74,24 @@ def checked_count(count: int) -> int:
     return count
 
 
+AXIS_NAMES = {"z": 0, "y": 1, "x": 2}
+
+
+def flip_order() -> tuple[tuple[int, ...], ...]:
+    """FLIP_ORDER, with the single-axis mirror that ENSAM_TTA_FIRST_AXIS names (x, y or z;
+    default x) moved to second place. Mirrors along any axis are equally valid inputs, so
+    this gives an equivalent setting, in which a measurement can be repeated to tell a
+    change's effect on one case from that case's click-trajectory noise."""
+    name = os.environ.get("ENSAM_TTA_FIRST_AXIS", "x").strip().lower() or "x"
+    if name not in AXIS_NAMES:
+        raise ValueError(f"ENSAM_TTA_FIRST_AXIS must be x, y or z, got {name!r}")
+    first = (AXIS_NAMES[name],)
+    return ((), first) + tuple(a for a in FLIP_ORDER[1:] if a != first)
+
+
 def flips(count: int, extent: tuple[int, int, int]) -> list[Flip]:
-    """The first `count` mirrors of FLIP_ORDER (1: the input alone)."""
-    return [Flip(axes, tuple(extent)) for axes in FLIP_ORDER[: checked_count(count)]]
+    """The first `count` mirrors of `flip_order()` (1: the input alone)."""
+    return [Flip(axes, tuple(extent)) for axes in flip_order()[: checked_count(count)]]
 
 
 def flips_requested(default: int = 1) -> int:

@@ -71,9 +71,12 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import report
+    from .compare import repeated_report, report
 
     print(report(args.base, args.other, show=args.show))
+    if args.repeat:
+        pairs = [(args.base, args.other)] + [tuple(pair) for pair in args.repeat]
+        print(repeated_report(pairs, show=args.show))
     return 0
 
 
@@ -119,6 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("base", help="the baseline's ensam_per_case.csv")
     p.add_argument("other", help="the candidate's ensam_per_case.csv")
     p.add_argument("--show", type=int, default=3, help="cases listed at each end")
+    p.add_argument(
+        "--repeat",
+        nargs=2,
+        action="append",
+        metavar=("BASE", "OTHER"),
+        help="the same comparison in an equivalent setting (another mirror axis, say); "
+        "repeatable: per-case changes are then also averaged over all the pairs",
+    )
     p.set_defaults(func=_cmd_compare)
     p = sub.add_parser("average", help="average a run's weight snapshots (SWA)")
     p.add_argument("snapshots", help="a run's snapshots/ folder")

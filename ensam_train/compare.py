@@ -19,6 +19,8 @@ from pathlib import Path
 FIGURES = ("DSC_AUC", "NSD_AUC", "DSC_Final", "NSD_Final")
 # a per-case change smaller than this is "unchanged" in the better/worse counts
 CHANGE_EPS = 1e-4
+# the per-case DSC AUC change issue 9 asks no rule to exceed on any case
+CASE_LIMIT = 0.05
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,50 @@ def report(base_path: str | Path, other_path: str | Path, show: int = 3) -> str:
         means = per_step_means(rows, cases)
         steps = " ".join("-" if math.isnan(m) else f"{m:.3f}" for m in means)
         lines.append(f"mean DSC per step, {label}: {steps}")
+    diffs = [other[c]["DSC_AUC"] - base[c]["DSC_AUC"] for c in cases]
+    lines.append(
+        f"cases whose DSC AUC moves more than {CASE_LIMIT}: "
+        f"{sum(d > CASE_LIMIT for d in diffs)} up, {sum(d < -CASE_LIMIT for d in diffs)} down"
+    )
     lines.append("largest DSC AUC changes (other - base):")
     for case, d in largest_changes(base, other, "DSC_AUC", show):
         lines.append(f"  {d:+.3f}  {case}")
+    return "\n".join(lines)
+
+
+def averaged_diffs(
+    pairs: list[tuple[dict, dict]], figure: str
+) -> dict[str, tuple[float, list[float]]]:
+    """Case -> (its mean difference over the pairs, each pair's difference), over the cases
+    every pair scored. The pairs are the same comparison in equivalent settings (another
+    mirror axis, say): a case's mean is its change with the trajectory noise averaged down."""
+    cases = set.intersection(*(set(b) & set(o) for b, o in pairs))
+    if not cases:
+        raise ValueError("the runs share no scored case")
+    out = {}
+    for c in sorted(cases):
+        each = [o[c][figure] - b[c][figure] for b, o in pairs]
+        out[c] = (sum(each) / len(each), each)
+    return out
+
+
+def repeated_report(paths: list[tuple[str | Path, str | Path]], show: int = 3) -> str:
+    """The DSC AUC comparison repeated over several (base, other) pairs, per case averaged."""
+    pairs = [(read_per_case(b), read_per_case(o)) for b, o in paths]
+    diffs = averaged_diffs(pairs, "DSC_AUC")
+    means = {c: m for c, (m, _) in diffs.items()}
+    p = paired({c: {"d": 0.0} for c in means}, {c: {"d": m} for c, m in means.items()}, "d")
+    lines = [
+        f"DSC AUC over {len(pairs)} pairs, per case averaged ({len(means)} cases): "
+        f"{p.diff:+.3f} ± {p.se:.3f} (SE), {p.better} better / {p.worse} worse, {p.verdict}",
+        f"cases whose mean change passes {CASE_LIMIT}: "
+        f"{sum(m > CASE_LIMIT for m in means.values())} up, "
+        f"{sum(m < -CASE_LIMIT for m in means.values())} down",
+        "largest mean changes (each pair's in brackets):",
+    ]
+    ranked = sorted(means.items(), key=lambda item: (item[1], item[0]))
+    shown = ranked[:show] + [r for r in ranked[-show:] if r not in ranked[:show]]
+    for case, m in shown:
+        each = ", ".join(f"{d:+.3f}" for d in diffs[case][1])
+        lines.append(f"  {m:+.3f}  {case}  [{each}]")
     return "\n".join(lines)

@@ -4,7 +4,15 @@ from pathlib import Path
 import pytest
 
 from ensam_train.__main__ import main
-from ensam_train.compare import largest_changes, paired, per_step_means, read_per_case, report
+from ensam_train.compare import (
+    averaged_diffs,
+    largest_changes,
+    paired,
+    per_step_means,
+    read_per_case,
+    repeated_report,
+    report,
+)
 
 HEADER = "CaseName,DSC_AUC,NSD_AUC,DSC_Final,NSD_Final,DSC_1,DSC_2,method,box_step,error\n"
 
@@ -94,3 +102,46 @@ def test_report_and_command(runs: tuple[Path, Path], capsys: pytest.CaptureFixtu
     assert main(["compare", str(runs[0]), str(runs[1]), "--show", "1"]) == 0
     out = capsys.readouterr().out
     assert "+0.500  a" in out and "-0.100  c" in out
+
+
+def test_report_counts_the_cases_that_move_more_than_the_limit(runs: tuple[Path, Path]) -> None:
+    # a +0.5, b +0.1, c -0.1: two move more than 0.05 up, one down
+    assert "moves more than 0.05: 2 up, 1 down" in report(*runs)
+
+
+def test_repeated_pairs_average_each_case(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    base2 = _write(
+        tmp_path / "base2.csv",
+        [
+            "a.npz,2.0,1,1,1,1,1,ensam,1,",
+            "b.npz,3.0,1,1,1,1,1,ensam,1,",
+            "c.npz,1.0,1,1,1,1,1,ensam,1,",
+        ],
+    )
+    other2 = _write(
+        tmp_path / "other2.csv",
+        [
+            "a.npz,1.9,1,1,1,1,1,ensam,1,",
+            "b.npz,3.1,1,1,1,1,1,ensam,1,",
+            "c.npz,1.06,1,1,1,1,1,ensam,1,",
+        ],
+    )
+    pairs = [(read_per_case(b), read_per_case(o)) for b, o in (runs, (base2, other2))]
+    diffs = averaged_diffs(pairs, "DSC_AUC")
+    # first pair a +0.5, b +0.1, c -0.1; second a -0.1, b +0.1, c +0.06
+    assert sorted(diffs) == ["a", "b", "c"]
+    assert diffs["a"][0] == pytest.approx(0.2) and diffs["a"][1] == pytest.approx([0.5, -0.1])
+    assert diffs["c"][0] == pytest.approx(-0.02)
+    text = repeated_report([runs, (base2, other2)], show=1)
+    mean = (0.2 + 0.1 - 0.02) / 3
+    assert f"{mean:+.3f}" in text and "2 better / 1 worse" in text
+    assert "passes 0.05: 2 up, 0 down" in text
+    assert "-0.020  c  [-0.100, +0.060]" in text
+
+
+def test_compare_command_with_a_repeat(
+    runs: tuple[Path, Path], capsys: pytest.CaptureFixture
+) -> None:
+    args = ["compare", str(runs[0]), str(runs[1]), "--repeat", str(runs[0]), str(runs[1])]
+    assert main(args) == 0
+    assert "over 2 pairs, per case averaged (3 cases)" in capsys.readouterr().out

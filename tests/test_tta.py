@@ -111,3 +111,16 @@ def test_objects_decoded_together_get_what_they_get_one_at_a_time(tiny_model):
         logits.append(s.state.logits)
     for i in (1, 2, 3):
         torch.testing.assert_close(logits[0][i], logits[1][i], atol=1e-4, rtol=1e-4)
+
+
+def test_the_first_mirror_axis_can_be_chosen(monkeypatch):
+    assert [f.axes for f in flips(2, (4, 4, 4))] == [(), (2,)]
+    monkeypatch.setenv("ENSAM_TTA_FIRST_AXIS", "y")
+    assert [f.axes for f in flips(2, (4, 4, 4))] == [(), (1,)]
+    eight = [f.axes for f in flips(8, (4, 4, 4))]
+    assert eight[:3] == [(), (1,), (2,)] and sorted(eight) == sorted(FLIP_ORDER)
+    monkeypatch.setenv("ENSAM_TTA_FIRST_AXIS", "Z")
+    assert [f.axes for f in flips(2, (4, 4, 4))] == [(), (0,)]
+    monkeypatch.setenv("ENSAM_TTA_FIRST_AXIS", "w")
+    with pytest.raises(ValueError, match="x, y or z"):
+        flips(2, (4, 4, 4))
