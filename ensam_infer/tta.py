@@ -17,7 +17,8 @@ import torch
 
 from .model import ClassPrompt
 
-# Single axes first (x, y, z), then pairs, then all three: `flips(k)` takes the first k.
+# Single axes first (x, y, z), then pairs, then all three: `flips(k)` takes the first k
+# (of `flip_order()`, which can put y or z second).
 FLIP_ORDER: tuple[tuple[int, ...], ...] = (
     (),
     (2,),

@@ -90,13 +90,21 @@ def paired(base: dict, other: dict, figure: str) -> PairedFigure:
 
 def largest_changes(base: dict, other: dict, figure: str, k: int) -> list[tuple[str, float]]:
     """The k cases that lose most, then the k that gain most (other - base)."""
-    diffs = sorted(
-        ((c, other[c][figure] - base[c][figure]) for c in set(base) & set(other)),
-        key=lambda item: (item[1], item[0]),
-    )
-    losers = diffs[:k]
-    gainers = [d for d in diffs[-k:] if d not in losers]
-    return losers + gainers
+    return extremes({c: other[c][figure] - base[c][figure] for c in set(base) & set(other)}, k)
+
+
+def extremes(changes: dict[str, float], k: int) -> list[tuple[str, float]]:
+    """The k most negative (case, change) items, then the k most positive, none twice."""
+    ranked = sorted(changes.items(), key=lambda item: (item[1], item[0]))
+    losers = ranked[:k]
+    return losers + [d for d in ranked[-k:] if d not in losers]
+
+
+def moves_past_limit(changes: list[float]) -> str:
+    """How many changes pass CASE_LIMIT upwards and downwards, as report text."""
+    up = sum(d > CASE_LIMIT for d in changes)
+    down = sum(d < -CASE_LIMIT for d in changes)
+    return f"{up} up, {down} down"
 
 
 def per_step_means(rows: dict, cases: list[str]) -> list[float]:
@@ -135,10 +143,7 @@ def report(base_path: str | Path, other_path: str | Path, show: int = 3) -> str:
         steps = " ".join("-" if math.isnan(m) else f"{m:.3f}" for m in means)
         lines.append(f"mean DSC per step, {label}: {steps}")
     diffs = [other[c]["DSC_AUC"] - base[c]["DSC_AUC"] for c in cases]
-    lines.append(
-        f"cases whose DSC AUC moves more than {CASE_LIMIT}: "
-        f"{sum(d > CASE_LIMIT for d in diffs)} up, {sum(d < -CASE_LIMIT for d in diffs)} down"
-    )
+    lines.append(f"cases whose DSC AUC moves more than {CASE_LIMIT}: {moves_past_limit(diffs)}")
     lines.append("largest DSC AUC changes (other - base):")
     for case, d in largest_changes(base, other, "DSC_AUC", show):
         lines.append(f"  {d:+.3f}  {case}")
@@ -170,14 +175,10 @@ def repeated_report(paths: list[tuple[str | Path, str | Path]], show: int = 3) -
     lines = [
         f"DSC AUC over {len(pairs)} pairs, per case averaged ({len(means)} cases): "
         f"{p.diff:+.3f} ± {p.se:.3f} (SE), {p.better} better / {p.worse} worse, {p.verdict}",
-        f"cases whose mean change passes {CASE_LIMIT}: "
-        f"{sum(m > CASE_LIMIT for m in means.values())} up, "
-        f"{sum(m < -CASE_LIMIT for m in means.values())} down",
+        f"cases whose mean change passes {CASE_LIMIT}: {moves_past_limit(list(means.values()))}",
         "largest mean changes (each pair's in brackets):",
     ]
-    ranked = sorted(means.items(), key=lambda item: (item[1], item[0]))
-    shown = ranked[:show] + [r for r in ranked[-show:] if r not in ranked[:show]]
-    for case, m in shown:
+    for case, m in extremes(means, show):
         each = ", ".join(f"{d:+.3f}" for d in diffs[case][1])
         lines.append(f"  {m:+.3f}  {case}  [{each}]")
     return "\n".join(lines)
