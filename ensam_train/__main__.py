@@ -80,6 +80,31 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_what_if(args: argparse.Namespace) -> int:
+    from ensam_infer.rules import PromptRules
+
+    from .what_if import what_if
+
+    toggles = [t.strip() for t in args.toggle.split(",") if t.strip()]
+    try:
+        rules = PromptRules.parse(args.rules)
+        what_if(
+            args.images,
+            args.labels,
+            args.out,
+            toggles,
+            rules,
+            args.weights,
+            args.device,
+            args.cases.split(",") if args.cases else None,
+            args.click_only,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _cmd_average(args: argparse.Namespace) -> int:
     from .average import write_average
 
@@ -131,6 +156,19 @@ def main(argv: list[str] | None = None) -> int:
         "repeatable: per-case changes are then also averaged over all the pairs",
     )
     p.set_defaults(func=_cmd_compare)
+    p = sub.add_parser(
+        "what-if", help="each step also answered with a rule switched: the rule's own effect"
+    )
+    p.add_argument("--images", required=True, help="folder of case npz files")
+    p.add_argument("--labels", required=True, help="folder of ground-truth npz files (gts)")
+    p.add_argument("--out", required=True, help="folder for the per-case CSVs")
+    p.add_argument("--toggle", required=True, help="comma-separated rules to switch, e.g. clicks")
+    p.add_argument("--rules", default="default", help="the trajectory's rules (as ENSAM_RULES)")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
+    p.add_argument("--click-only", action="store_true", help="the cases without their boxes")
+    p.set_defaults(func=_cmd_what_if)
     p = sub.add_parser("average", help="average a run's weight snapshots (SWA)")
     p.add_argument("snapshots", help="a run's snapshots/ folder")
     p.add_argument("--out", required=True, help="the averaged weights file")
