@@ -55,9 +55,14 @@ class WhatIfEnsam:
         self.answers: dict[str, np.ndarray | None] = {}
 
     def run(self, input_dir: Path, output_dir: Path, case: str) -> tuple[float, str]:
-        self.answers = {}
-        parsed = read_case(input_dir / f"{case}.npz")
+        self.answers = dict.fromkeys(self.alternatives)
+        try:
+            parsed = read_case(input_dir / f"{case}.npz")
+        except Exception:  # predict_file below reports it; no alternative can be made
+            parsed = None
         for name, session in self.alternatives.items():
+            if parsed is None:
+                break
             # The trajectory's cache, read and never written: the alternative starts from
             # exactly the logits and previous answer the trajectory's step starts from.
             cache = CaseCache(output_dir, parsed.name, session.model_id)
@@ -65,7 +70,7 @@ class WhatIfEnsam:
                 labels, _, _ = segment_case(session, parsed, cache)
                 self.answers[name] = labels.reshape(parsed.original_shape)
             except Exception:  # scored as missing (NaN): the case drops out of `compare`
-                self.answers[name] = None
+                pass
         t0 = time.perf_counter()
         result = predict_file(
             input_dir / f"{case}.npz", output_dir, self.session, True, io.StringIO()
@@ -138,7 +143,13 @@ def what_if(
     (work / "outputs").mkdir()
     try:
         for path in list_cases(images_dir, cases):
-            row, alternatives = what_if_case(method, path, labels_dir / path.name, work, click_only)
+            try:
+                row, alternatives = what_if_case(
+                    method, path, labels_dir / path.name, work, click_only
+                )
+            except Exception as exc:  # one bad case never stops the run
+                print(f"{path.name[:-4]}: case failed: {type(exc).__name__}: {exc}", flush=True)
+                continue
             rows["ensam"].append(row)
             for name, alt in alternatives.items():
                 rows[name].append(alt)

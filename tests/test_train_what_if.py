@@ -111,3 +111,14 @@ def test_cli_writes_one_csv_per_rule(tiny_weights, tmp_path, capsys):
     bad = train_main(["what-if", "--images", str(data / "imgs"), "--labels", str(data / "gts"),
                       "--out", str(tmp_path / "x"), "--toggle", "nonsense"])  # fmt: skip
     assert bad == 2
+
+
+def test_a_corrupt_case_is_reported_and_the_others_still_run(tiny_weights, tmp_path, capsys):
+    data = two_class_case(tmp_path / "data", boxes=False)
+    (data / "imgs" / "CT_bad.npz").write_bytes(b"not an npz")
+    (data / "gts" / "CT_bad.npz").write_bytes(b"not an npz")
+    rows = what_if(data / "imgs", data / "gts", tmp_path / "wi", ["clicks"], weights=tiny_weights,
+                   device="cpu", click_only=True)  # fmt: skip
+    assert [r["CaseName"] for r in rows["ensam"]] == ["CT_two.npz"]
+    assert [r["CaseName"] for r in rows["clicks"]] == ["CT_two.npz"]
+    assert "CT_bad: case failed" in capsys.readouterr().out
