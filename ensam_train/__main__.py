@@ -86,6 +86,10 @@ def _cmd_what_if(args: argparse.Namespace) -> int:
     from .what_if import what_if
 
     toggles = [t.strip() for t in args.toggle.split(",") if t.strip()]
+    for folder in (args.images, args.labels):
+        if not Path(folder).is_dir():
+            print(f"error: {folder} is not a folder", file=sys.stderr)
+            return 2
     try:
         rules = PromptRules.parse(args.rules)
         what_if(
@@ -99,7 +103,7 @@ def _cmd_what_if(args: argparse.Namespace) -> int:
             args.cases.split(",") if args.cases else None,
             args.click_only,
         )
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:  # an unknown rule, no weights
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -111,6 +111,14 @@ def test_cli_writes_one_csv_per_rule(tiny_weights, tmp_path, capsys):
     bad = train_main(["what-if", "--images", str(data / "imgs"), "--labels", str(data / "gts"),
                       "--out", str(tmp_path / "x"), "--toggle", "nonsense"])  # fmt: skip
     assert bad == 2
+    rest = ["--out", str(tmp_path / "x"), "--toggle", "clicks"]
+    labels = ["--labels", str(data / "gts")]
+    missing = train_main(["what-if", "--images", str(tmp_path / "nowhere"), *labels, *rest])
+    weights = ["--weights", str(tmp_path / "none.pt")]
+    no_weights = train_main(["what-if", "--images", str(data / "imgs"), *labels, *rest, *weights])
+    assert missing == 2 and no_weights == 2
+    err = capsys.readouterr().err
+    assert "is not a folder" in err and "no ENSAM weights" in err
 
 
 def test_a_corrupt_case_is_reported_and_the_others_still_run(tiny_weights, tmp_path, capsys):
