@@ -91,7 +91,7 @@ def _cmd_what_if(args: argparse.Namespace) -> int:
             print(f"error: {folder} is not a folder", file=sys.stderr)
             return 2
     try:
-        rules = PromptRules.parse(args.rules)
+        rules = PromptRules.parse(args.rules) if args.rules else PromptRules.from_env()
         what_if(
             args.images,
             args.labels,
@@ -167,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--labels", required=True, help="folder of ground-truth npz files (gts)")
     p.add_argument("--out", required=True, help="folder for the per-case CSVs")
     p.add_argument("--toggle", required=True, help="comma-separated rules to switch, e.g. clicks")
-    p.add_argument("--rules", default="default", help="the trajectory's rules (as ENSAM_RULES)")
+    p.add_argument(
+        "--rules", default=None, help="the trajectory's rules (default: ENSAM_RULES, as evaluate)"
+    )
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--cases", default=None, help="comma-separated case names (default: all)")

@@ -25,10 +25,16 @@ import numpy as np
 from ensam_infer.cache import CaseCache
 from ensam_infer.challenge import read_case
 from ensam_infer.evaluation.metrics import N_CLICK_STEPS, multiclass_scores
-from ensam_infer.evaluation.runner import click_auc, list_cases, run_case, write_per_case_csv
+from ensam_infer.evaluation.runner import (
+    click_auc,
+    columns,
+    list_cases,
+    run_case,
+    write_per_case_csv,
+)
 from ensam_infer.predict import predict_file, segment_case
 from ensam_infer.rules import RULE_NAMES, PromptRules
-from ensam_infer.session import EnsamSession
+from ensam_infer.session import EnsamSession, SessionState
 
 
 def toggled(rules: PromptRules, name: str) -> PromptRules:
@@ -53,12 +59,15 @@ class WhatIfEnsam:
             for name in toggles
         }
         self.answers: dict[str, np.ndarray | None] = {}
+        self.failures: dict[str, str] = {}  # why an alternative has no answer at this step
 
     def run(self, input_dir: Path, output_dir: Path, case: str) -> tuple[float, str]:
         self.answers = dict.fromkeys(self.alternatives)
+        self.failures = {}
         try:
             parsed = read_case(input_dir / f"{case}.npz")
-        except Exception:  # predict_file below reports it; no alternative can be made
+        except Exception as exc:  # predict_file below reports it for the trajectory too
+            self.failures = dict.fromkeys(self.alternatives, _one_line(exc))
             parsed = None
         for name, session in self.alternatives.items():
             if parsed is None:
@@ -69,8 +78,13 @@ class WhatIfEnsam:
             try:
                 labels, _, _ = segment_case(session, parsed, cache)
                 self.answers[name] = labels.reshape(parsed.original_shape)
-            except Exception:  # scored as missing (NaN): the case drops out of `compare`
-                pass
+            except Exception as exc:  # scored as missing (NaN), the reason in its row
+                self.failures[name] = _one_line(exc)
+            finally:
+                # nothing carries over to the next step (set_image starts afresh), so the
+                # features and logits are dropped now rather than held beside the trajectory's
+                session.reset()
+                session.restore(SessionState())
         t0 = time.perf_counter()
         result = predict_file(
             input_dir / f"{case}.npz", output_dir, self.session, True, io.StringIO()
@@ -81,10 +95,22 @@ class WhatIfEnsam:
         pass
 
 
-def alternative_row(row: dict, dscs: dict[int, float], nsds: dict[int, float]) -> dict:
-    """The trajectory's per-case row with the scores of the steps the alternative answered;
-    a click-only case's skipped box step stays 0 in both."""
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def alternative_row(
+    row: dict, dscs: dict[int, float], nsds: dict[int, float], errors: list[str] | None = None
+) -> dict:
+    """The trajectory's per-case row with the scores of the steps the alternative answered
+    (NaN where it had no answer) and its own `errors`; a click-only case's skipped box step
+    stays 0 in both. Its running times are not measured: left empty."""
     alt = dict(row)
+    for key in alt:
+        if key.startswith(("RunningTime_", "TotalRunningTime")):
+            alt[key] = float("nan")
+    alt["error"] = "; ".join(errors or [])
     steps = N_CLICK_STEPS + 1
     for step in range(1, steps + 1):
         if step in dscs:
@@ -106,16 +132,22 @@ def what_if_case(
         spacing = data["spacing"]
     dscs: dict[str, dict[int, float]] = {t: {} for t in method.alternatives}
     nsds: dict[str, dict[int, float]] = {t: {} for t in method.alternatives}
+    errors: dict[str, list[str]] = {t: [] for t in method.alternatives}
 
     def score(_method: str, _case: str, step: int, _inp: Path, _out: Path) -> None:
         for name, labels in method.answers.items():
             s = {"dsc": np.nan, "nsd": np.nan}
-            if labels is not None:
-                s = multiclass_scores(labels, gts, spacing)
+            if labels is None:
+                errors[name].append(f"step {step}: {method.failures.get(name, 'no answer')}")
+            else:
+                try:
+                    s = multiclass_scores(labels, gts, spacing)
+                except Exception as exc:  # this alternative's step only: NaN and the reason
+                    errors[name].append(f"step {step}: {_one_line(exc)}")
             dscs[name][step], nsds[name][step] = s["dsc"], s["nsd"]
 
     row = run_case(method, image_path, gts_path, work, on_step=score, click_only=click_only)
-    return row, {t: alternative_row(row, dscs[t], nsds[t]) for t in method.alternatives}
+    return row, {t: alternative_row(row, dscs[t], nsds[t], errors[t]) for t in method.alternatives}
 
 
 def what_if(
@@ -129,11 +161,12 @@ def what_if(
     cases: list[str] | str | None = None,
     click_only: bool = False,
 ) -> dict[str, list[dict]]:
-    """Run the protocol with `rules` (default: the validated set) and write
+    """Run the protocol with `rules` (default: as `evaluate`'s session, ENSAM_RULES if set,
+    else the validated set) and write
     ``out_dir/ensam_per_case.csv`` (the trajectory, as `evaluate` writes it) and, for each
     rule in `toggles`, ``out_dir/<rule>_per_case.csv`` (the same steps answered with that
     rule switched). Returns the rows by file stem."""
-    rules = rules if rules is not None else PromptRules()
+    rules = rules if rules is not None else PromptRules.from_env()
     images_dir, labels_dir, out_dir = Path(images_dir), Path(labels_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     method = WhatIfEnsam(weights, device, rules, toggles)
@@ -147,9 +180,13 @@ def what_if(
                 row, alternatives = what_if_case(
                     method, path, labels_dir / path.name, work, click_only
                 )
-            except Exception as exc:  # one bad case never stops the run
-                print(f"{path.name[:-4]}: case failed: {type(exc).__name__}: {exc}", flush=True)
-                continue
+            except Exception as exc:  # one bad case never stops the run: a row says why
+                row = dict.fromkeys(columns(), float("nan"))
+                row.update(
+                    CaseName=path.name, method="ensam", error=f"case failed: {_one_line(exc)}"
+                )
+                alternatives = {t: dict(row) for t in toggles}
+                print(f"{path.name[:-4]}: {row['error']}", flush=True)
             rows["ensam"].append(row)
             for name, alt in alternatives.items():
                 rows[name].append(alt)

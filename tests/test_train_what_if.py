@@ -9,6 +9,7 @@ import pytest
 from ensam_infer.evaluation.runner import evaluate, run_case
 from ensam_infer.rules import PromptRules
 from ensam_infer.samples import _ellipsoid, challenge_box
+from ensam_train import what_if as what_if_mod
 from ensam_train.__main__ import main as train_main
 from ensam_train.what_if import WhatIfEnsam, alternative_row, toggled, what_if
 
@@ -53,6 +54,9 @@ def test_alternative_row_rescores_the_steps_it_answered():
     assert alt["DSC_Final"] == 0.1 and alt["NSD_Final"] == 0.0
     assert alt["NSD_AUC"] == pytest.approx(0.6 + 0.6 + 0.4 + 0.2)
     assert alt["DSC_1"] == 0.0 and row["DSC_3"] == 0.5  # the trajectory's row is untouched
+    missing = alternative_row(row, {3: float("nan")}, {3: float("nan")}, ["step 3: failed"])
+    assert math.isnan(missing["DSC_AUC"]) and missing["error"] == "step 3: failed"
+    assert missing["DSC_Final"] == 0.5
 
 
 def test_trajectory_is_the_evaluators_run_and_an_idle_rule_changes_nothing(tiny_weights, tmp_path):
@@ -72,8 +76,8 @@ def test_trajectory_is_the_evaluators_run_and_an_idle_rule_changes_nothing(tiny_
 
 def test_each_step_is_also_answered_with_the_rule_switched(tiny_weights, tmp_path):
     """Trajectory without rules, alternative with the clicks rule: at every step the
-    alternative's answer holds each positive click's voxel (the rule's promise), and the
-    trajectory's answers come from the same inputs."""
+    alternative's answer, made from that step's input file, holds each positive click's
+    voxel (the rule's promise)."""
     data = two_class_case(tmp_path / "data", boxes=False)
     work = tmp_path / "work"
     (work / "inputs").mkdir(parents=True)
@@ -127,6 +131,60 @@ def test_a_corrupt_case_is_reported_and_the_others_still_run(tiny_weights, tmp_p
     (data / "gts" / "CT_bad.npz").write_bytes(b"not an npz")
     rows = what_if(data / "imgs", data / "gts", tmp_path / "wi", ["clicks"], weights=tiny_weights,
                    device="cpu", click_only=True)  # fmt: skip
-    assert [r["CaseName"] for r in rows["ensam"]] == ["CT_two.npz"]
-    assert [r["CaseName"] for r in rows["clicks"]] == ["CT_two.npz"]
+    for stem in ("ensam", "clicks"):
+        by = {r["CaseName"]: r for r in rows[stem]}
+        assert by["CT_bad.npz"]["error"].startswith("case failed")
+        assert math.isnan(by["CT_bad.npz"]["DSC_AUC"]) and by["CT_two.npz"]["error"] == ""
+        on_disk = read_csv(tmp_path / "wi" / f"{stem}_per_case.csv")
+        assert on_disk["CT_bad.npz"]["DSC_AUC"] == ""  # `compare` leaves it out
     assert "CT_bad: case failed" in capsys.readouterr().out
+
+
+def test_the_alternatives_write_nothing_and_say_why_they_failed(
+    tiny_weights, tmp_path, monkeypatch
+):
+    data = two_class_case(tmp_path / "data", boxes=False)
+    real = what_if_mod.segment_case
+    seen = []
+
+    def snapshot(root):
+        return sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in root.rglob("*"))
+
+    def checked(session, case, cache):
+        before = snapshot(cache.root.parent)
+        if session.rules.clicks:  # the alternative that switches `clicks` on fails
+            raise RuntimeError("out of memory")
+        out = real(session, case, cache)
+        assert snapshot(cache.root.parent) == before
+        # the trajectory's cache of the step before, under the trajectory's model id
+        seen.append((cache.dir / "meta.json").is_file())
+        return out
+
+    monkeypatch.setattr(what_if_mod, "segment_case", checked)
+    rows = what_if(data / "imgs", data / "gts", tmp_path / "wi", ["clicks", "debris"],
+                   rules=PromptRules.none(), weights=tiny_weights, device="cpu",
+                   click_only=True)  # fmt: skip
+    assert seen == [False, True, True, True, True]  # debris's alternative, every click step
+    (failed,) = rows["clicks"]
+    assert failed["error"].startswith("step 2: RuntimeError: out of memory")
+    assert failed["error"].count("step ") == 5 and math.isnan(failed["DSC_AUC"])
+    assert rows["ensam"][0]["error"] == "" and not math.isnan(rows["ensam"][0]["DSC_AUC"])
+    assert math.isnan(rows["debris"][0]["RunningTime_2"])  # not measured, not copied
+
+
+def test_the_trajectory_takes_its_rules_from_the_environment_as_evaluate_does(
+    tiny_weights, tmp_path, monkeypatch
+):
+    data = two_class_case(tmp_path / "data")
+    made = []
+    real_init = WhatIfEnsam.__init__
+
+    def spy(self, weights, device, rules, toggles):
+        made.append(rules)
+        real_init(self, weights, device, rules, toggles)
+
+    monkeypatch.setattr(WhatIfEnsam, "__init__", spy)
+    monkeypatch.setenv("ENSAM_RULES", "z_range")
+    what_if(data / "imgs", data / "gts", tmp_path / "wi", ["clicks"], weights=tiny_weights,
+            device="cpu", cases="CT_two")  # fmt: skip
+    assert made == [PromptRules.parse("z_range")]
