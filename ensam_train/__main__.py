@@ -91,7 +91,7 @@ def _cmd_what_if(args: argparse.Namespace) -> int:
             print(f"error: {folder} is not a folder", file=sys.stderr)
             return 2
     try:
-        rules = PromptRules.parse(args.rules) if args.rules else PromptRules.from_env()
+        rules = PromptRules.parse(args.rules) if args.rules else None  # None: as evaluate
         what_if(
             args.images,
             args.labels,
@@ -100,7 +100,7 @@ def _cmd_what_if(args: argparse.Namespace) -> int:
             rules,
             args.weights,
             args.device,
-            args.cases.split(",") if args.cases else None,
+            args.cases,
             args.click_only,
         )
     except (ValueError, FileNotFoundError) as exc:  # an unknown rule, no weights

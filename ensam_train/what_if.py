@@ -27,8 +27,9 @@ from ensam_infer.challenge import read_case
 from ensam_infer.evaluation.metrics import N_CLICK_STEPS, multiclass_scores
 from ensam_infer.evaluation.runner import (
     click_auc,
-    columns,
+    empty_row,
     list_cases,
+    one_line,
     run_case,
     write_per_case_csv,
 )
@@ -62,16 +63,22 @@ class WhatIfEnsam:
         self.failures: dict[str, str] = {}  # why an alternative has no answer at this step
 
     def run(self, input_dir: Path, output_dir: Path, case: str) -> tuple[float, str]:
+        path = input_dir / f"{case}.npz"
+        self._answer_alternatives(path, output_dir)
+        t0 = time.perf_counter()
+        result = predict_file(path, output_dir, self.session, True, io.StringIO())
+        return time.perf_counter() - t0, "" if result.ok else result.message
+
+    def _answer_alternatives(self, path: Path, output_dir: Path) -> None:
+        """`answers` (None where it failed, the reason in `failures`) for this step's input."""
         self.answers = dict.fromkeys(self.alternatives)
         self.failures = {}
         try:
-            parsed = read_case(input_dir / f"{case}.npz")
-        except Exception as exc:  # predict_file below reports it for the trajectory too
-            self.failures = dict.fromkeys(self.alternatives, _one_line(exc))
-            parsed = None
+            parsed = read_case(path)
+        except Exception as exc:  # predict_file reports it for the trajectory too
+            self.failures = dict.fromkeys(self.alternatives, one_line(exc))
+            return
         for name, session in self.alternatives.items():
-            if parsed is None:
-                break
             # The trajectory's cache, read and never written: the alternative starts from
             # exactly the logits and previous answer the trajectory's step starts from.
             cache = CaseCache(output_dir, parsed.name, session.model_id)
@@ -79,25 +86,15 @@ class WhatIfEnsam:
                 labels, _, _ = segment_case(session, parsed, cache)
                 self.answers[name] = labels.reshape(parsed.original_shape)
             except Exception as exc:  # scored as missing (NaN), the reason in its row
-                self.failures[name] = _one_line(exc)
+                self.failures[name] = one_line(exc)
             finally:
                 # nothing carries over to the next step (set_image starts afresh), so the
                 # features and logits are dropped now rather than held beside the trajectory's
                 session.reset()
                 session.restore(SessionState())
-        t0 = time.perf_counter()
-        result = predict_file(
-            input_dir / f"{case}.npz", output_dir, self.session, True, io.StringIO()
-        )
-        return time.perf_counter() - t0, "" if result.ok else result.message
 
     def close(self) -> None:
         pass
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def alternative_row(
@@ -143,7 +140,7 @@ def what_if_case(
                 try:
                     s = multiclass_scores(labels, gts, spacing)
                 except Exception as exc:  # this alternative's step only: NaN and the reason
-                    errors[name].append(f"step {step}: {_one_line(exc)}")
+                    errors[name].append(f"step {step}: {one_line(exc)}")
             dscs[name][step], nsds[name][step] = s["dsc"], s["nsd"]
 
     row = run_case(method, image_path, gts_path, work, on_step=score, click_only=click_only)
@@ -181,10 +178,8 @@ def what_if(
                     method, path, labels_dir / path.name, work, click_only
                 )
             except Exception as exc:  # one bad case never stops the run: a row says why
-                row = dict.fromkeys(columns(), float("nan"))
-                row.update(
-                    CaseName=path.name, method="ensam", error=f"case failed: {_one_line(exc)}"
-                )
+                row = empty_row(path.name, method.name, N_CLICK_STEPS)
+                row["error"] = f"case failed: {one_line(exc)}"
                 alternatives = {t: dict(row) for t in toggles}
                 print(f"{path.name[:-4]}: {row['error']}", flush=True)
             rows["ensam"].append(row)

@@ -88,7 +88,7 @@ class _BaselineMethod(_Method):
             write_segs(output_dir / f"{case}.npz", labels.reshape(c.original_shape))
             error = ""
         except Exception as exc:  # a failing step is scored, not fatal
-            error = _one_line(exc)
+            error = one_line(exc)
         return time.perf_counter() - t0, error
 
 
@@ -109,7 +109,7 @@ class _EnsamInProcess(_Method):
             result = predict_file(input_dir / f"{case}.npz", output_dir, self.session, True, log)
             error = "" if result.ok else result.message
         except Exception as exc:
-            error = _one_line(exc)
+            error = one_line(exc)
         return time.perf_counter() - t0, error
 
 
@@ -195,7 +195,7 @@ class _EnsamDocker(_Method):
             subprocess.run(["docker", "kill", self.container], capture_output=True, check=False)
             error = f"timed out after {self.timeout} s"
         except OSError as exc:
-            error = _one_line(exc)
+            error = one_line(exc)
         return time.perf_counter() - t0, error
 
 
@@ -222,7 +222,8 @@ def make_method(
 
 
 # ----- the protocol -----------------------------------------------------------------------
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception as one line of a report: its type, then the first line of its text."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
@@ -257,7 +258,8 @@ def click_auc(values: Sequence[float], clicks: int = N_CLICK_STEPS) -> float:
     return float(np.sum((y[1:] + y[:-1]) / 2.0))
 
 
-def _empty_row(case_file: str, method: str, clicks: int) -> dict:
+def empty_row(case_file: str, method: str, clicks: int) -> dict:
+    """A per-case row with no scores (NaN), for a case that could not be run."""
     row: dict = dict.fromkeys(columns(clicks), float("nan"))
     row.update(CaseName=case_file, num_class=0, runtime_upperbound=0)
     row.update(method=method, box_step=0, error="")
@@ -272,7 +274,7 @@ def _load_segs(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, str]:
         with np.load(path, allow_pickle=True) as data:
             segs = np.asarray(data["segs"])
     except Exception as exc:  # the organizers' script would crash here
-        return np.zeros(shape, np.uint8), f"unreadable output ({_one_line(exc)})"
+        return np.zeros(shape, np.uint8), f"unreadable output ({one_line(exc)})"
     if segs.shape != shape:
         # Their scoring would fail on the shape mismatch; we score zeros and say so.
         return np.zeros(shape, np.uint8), f"output shape {segs.shape} != {shape}"
@@ -312,7 +314,7 @@ def run_case(
     """
     case_file = image_path.name
     case = case_file[: -len(".npz")]
-    row = _empty_row(case_file, runner.name, clicks)
+    row = empty_row(case_file, runner.name, clicks)
     inputs, outputs = work / "inputs", work / "outputs"
     for p in inputs.iterdir():
         if p.is_file() or p.is_symlink():
@@ -468,12 +470,12 @@ def evaluate(
             runner = make_method(m, mode, weights, device, docker_image, step_timeout)
             setup_error = ""
         except Exception as exc:  # reported on every case of this method
-            runner, setup_error = None, _one_line(exc)
+            runner, setup_error = None, one_line(exc)
             log(f"{m}: cannot start: {setup_error}")
         for path in files:
             case_file = path.name
             if runner is None:
-                row = _empty_row(case_file, m, clicks)
+                row = empty_row(case_file, m, clicks)
                 row["error"] = f"setup: {setup_error}"
             else:
                 try:
@@ -489,8 +491,8 @@ def evaluate(
                         click_only,
                     )
                 except Exception as exc:  # one bad case never stops the run
-                    row = _empty_row(case_file, m, clicks)
-                    row["error"] = f"case failed: {_one_line(exc)}"
+                    row = empty_row(case_file, m, clicks)
+                    row["error"] = f"case failed: {one_line(exc)}"
                     log(f"{m} {case_file[:-4]}: ERROR {row['error']}")
             log(
                 f"{m} {case_file[:-4]}: DSC_AUC {_fmt(row['DSC_AUC'])} NSD_AUC "
