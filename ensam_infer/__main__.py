@@ -158,7 +158,7 @@ CROP_HELP = (
 )
 RULES_HELP = (
     "prompt rules applied to every answer: default, all, none, or a comma-separated list "
-    "of z_range, debris, clicks, click_grow, box_prior, click_crop, recrop (see README)"
+    "of z_range, debris, clicks, click_grow, box_prior, click_crop, recrop, blend (see README)"
 )
 
 

@@ -52,12 +52,18 @@ class CaseCache:
         return {"version": CACHE_VERSION, "model": self.model_id, "image": image_hash}
 
     def load(
-        self, image_hash: str, rois: dict[int, Roi], prev_pred_hash: str | None
+        self,
+        image_hash: str,
+        rois: dict[int, Roi],
+        prev_pred_hash: str | None,
+        whole: Roi | None = None,
     ) -> SessionState | None:
         """What the cache holds that is valid for this image, these object regions and this
         previous prediction: each object's logits when its region is unchanged and the
         prediction they made is `prev_pred`, and the features of every region still in use.
-        None when nothing is usable."""
+        `whole` (the ``blend`` rule): the whole volume's region when some object is answered
+        there besides its own; logits made there become `whole_logits`. None when nothing
+        is usable."""
         try:
             meta = json.loads((self.dir / "meta.json").read_text())
             if any(meta.get(k) != v for k, v in self._meta(image_hash).items()):
@@ -66,7 +72,8 @@ class CaseCache:
             if payload.get("token") != meta.get("token"):
                 return None
             state = SessionState(rois=dict(rois))
-            wanted = {json.dumps(_roi_key(r)): r for r in rois.values()}
+            regions = set(rois.values()) | ({whole} if whole is not None else set())
+            wanted = {json.dumps(_roi_key(r)): r for r in regions}
             for key, features in payload["features"].items():
                 roi = wanted.get(key)
                 if roi is not None and self._fits(features, roi):
@@ -76,27 +83,45 @@ class CaseCache:
                 for k, logits in payload["logits"].items():
                     i = int(k)
                     roi = rois.get(i)
-                    if roi is None or cached_rois.get(k) != _roi_key(roi):
+                    if roi is None:
                         continue
-                    if tuple(logits.shape[2:]) == roi.padded:
-                        state.logits[i] = logits.float()
-            return state if state.features or state.logits else None
+                    if cached_rois.get(k) == _roi_key(roi):
+                        self._put(state.logits, i, logits, roi)
+                    elif whole is not None and cached_rois.get(k) == _roi_key(whole):
+                        # made in the whole volume, the object now has a crop of its own
+                        self._put(state.whole_logits, i, logits, whole)
+                if whole is not None and meta.get("whole") == _roi_key(whole):
+                    for k, logits in payload.get("whole_logits", {}).items():
+                        if int(k) in rois:
+                            self._put(state.whole_logits, int(k), logits, whole)
+            return state if state.features or state.logits or state.whole_logits else None
         except Exception:  # any fault in a cache means "no cache", never a failed case
             return None
+
+    @staticmethod
+    def _put(store: dict[int, torch.Tensor], i: int, logits: torch.Tensor, roi: Roi) -> None:
+        if tuple(logits.shape[2:]) == roi.padded:
+            store[i] = logits.float()
 
     @staticmethod
     def _fits(features: list[torch.Tensor], roi: Roi) -> bool:
         grid = tuple(n // (2 ** (len(features) - 1)) for n in roi.padded)
         return tuple(features[-1].shape[2:]) == grid and tuple(features[0].shape[2:]) == roi.padded
 
-    def save(self, image_hash: str, state: SessionState, segs_hash: str) -> None:
-        """Store the state that produced `segs` (written before this is called). Features
-        are kept only up to FEATURE_BUDGET values: past that, re-encoding a region costs
-        less than writing and reading its features at every step."""
+    def save(
+        self, image_hash: str, state: SessionState, segs_hash: str, whole: Roi | None = None
+    ) -> None:
+        """Store the state that produced `segs` (written before this is called); `whole`: the
+        region of its `whole_logits`. Features are kept only up to FEATURE_BUDGET values:
+        past that, re-encoding a region costs less than writing and reading its features at
+        every step."""
         self.dir.mkdir(parents=True, exist_ok=True)
         token = f"{time.time_ns()}-{os.getpid()}"
         rois = {str(i): _roi_key(r) for i, r in state.rois.items() if i in state.logits}
         meta = {**self._meta(image_hash), "rois": rois, "segs": segs_hash, "token": token}
+        whole_logits = state.whole_logits if whole is not None else {}
+        if whole_logits:
+            meta["whole"] = _roi_key(whole)
         features, budget = {}, FEATURE_BUDGET
         for roi, feats in state.features.items():
             size = sum(f.numel() for f in feats)
@@ -112,6 +137,7 @@ class CaseCache:
             "token": token,
             "features": features,
             "logits": {str(k): v.to("cpu", torch.float16) for k, v in state.logits.items()},
+            "whole_logits": {str(k): v.to("cpu", torch.float16) for k, v in whole_logits.items()},
         }
         (self.dir / "meta.json").unlink(missing_ok=True)
         with atomic_path(self.dir / "state.pt") as tmp:

@@ -52,7 +52,10 @@ def segment_case(
         session.set_previous_labels(case.prev_pred)
     rois = session.regions()
     prev_hash = array_hash(case.prev_pred) if case.prev_pred is not None else None
-    cached = cache.load(image_hash, rois, prev_hash) if cache is not None else None
+    # the blend rule answers click-crop objects in the whole volume too: its logits are cached
+    whole = session.whole_roi()
+    whole = whole if whole in session.feature_regions(rois) else None
+    cached = cache.load(image_hash, rois, prev_hash, whole) if cache is not None else None
     if cached is not None:
         # Objects without a new click keep their cached logits and are not decoded again.
         session.restore(cached, stale={k for k in ids if case.new_click[k - 1]})
@@ -98,7 +101,7 @@ def predict_file(
         write_segs(output_dir / f"{case.name}.npz", segs)
         if cache is not None and state is not None and state.logits:
             try:
-                cache.save(image_hash, state, array_hash(labels))
+                cache.save(image_hash, state, array_hash(labels), session.whole_roi())
             except Exception as exc:  # a cache that cannot be written costs time, not results
                 print(f"{name}: warning: cache not written ({exc})", file=log)
         seconds = time.perf_counter() - t0

@@ -106,18 +106,22 @@ def roi_for_prompts(
     object has a box (click-only cases: a crop around one click would hide the object)."""
     boxes = [o.box for o in objects if o.box is not None]
     if not boxes:
-        start, stop = (0, 0, 0), tuple(shape)
-    else:
-        lo = np.min([b.lo for b in boxes], axis=0)
-        hi = np.max([b.hi for b in boxes], axis=0)
-        points = [p for o in objects for p in o.points]
-        if points:
-            lo = np.minimum(lo, np.min(points, axis=0))
-            hi = np.maximum(hi, np.max(points, axis=0))
-        start = tuple(int(max(0, v - margin)) for v in lo)
-        stop = tuple(int(min(n, v + margin + 1)) for v, n in zip(hi, shape, strict=True))
+        return whole_volume_roi(shape, max_voxels)
+    lo = np.min([b.lo for b in boxes], axis=0)
+    hi = np.max([b.hi for b in boxes], axis=0)
+    points = [p for o in objects for p in o.points]
+    if points:
+        lo = np.minimum(lo, np.min(points, axis=0))
+        hi = np.maximum(hi, np.max(points, axis=0))
+    start = tuple(int(max(0, v - margin)) for v in lo)
+    stop = tuple(int(min(n, v + margin + 1)) for v, n in zip(hi, shape, strict=True))
     crop_shape = tuple(b - a for a, b in zip(start, stop, strict=True))
     return Roi(start, stop, size_cap(crop_shape, max_voxels))
+
+
+def whole_volume_roi(shape: tuple[int, int, int], max_voxels: int = MAX_VOXELS) -> Roi:
+    """The whole volume as one region, pooled to the size cap: where box-less objects start."""
+    return Roi((0, 0, 0), tuple(int(n) for n in shape), size_cap(tuple(shape), max_voxels))
 
 
 def label_extents(labels: np.ndarray, ids: list[int]) -> dict[int, Extent]:
@@ -240,6 +244,25 @@ def logits_to_roi(logits: torch.Tensor, roi: Roi) -> torch.Tensor:
         x = F.interpolate(x, size=size, mode="trilinear", align_corners=False)
         x = x[:, :, : roi.shape[0], : roi.shape[1], : roi.shape[2]]
     return x[:, 0]
+
+
+def logits_to_subregion(
+    logits: torch.Tensor, roi: Roi, sub: tuple[slice, slice, slice]
+) -> torch.Tensor:
+    """`logits_to_roi(logits, roi)[:, *sub]` without up-sampling the rest of the region:
+    only the pooled cells under `sub` and one cell around them (all that trilinear
+    interpolation reads there) are up-sampled. `sub`: slices of the region's crop, with
+    explicit bounds inside it."""
+    lo = [max(0, s.start // f - 1) for s, f in zip(sub, roi.pool, strict=True)]
+    hi = [min(n, (s.stop - 1) // f + 2) for s, f, n in zip(sub, roi.pool, roi.pooled, strict=True)]
+    block = logits[:, :, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].float()
+    if roi.pool != (1, 1, 1):
+        size = tuple((b - a) * f for a, b, f in zip(lo, hi, roi.pool, strict=True))
+        block = F.interpolate(block, size=size, mode="trilinear", align_corners=False)
+    inner = tuple(
+        slice(s.start - a * f, s.stop - a * f) for s, a, f in zip(sub, lo, roi.pool, strict=True)
+    )
+    return block[(slice(None), 0, *inner)]
 
 
 def mask_to_network(mask: np.ndarray, roi: Roi) -> torch.Tensor:

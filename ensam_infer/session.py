@@ -25,9 +25,11 @@ from .roi import (
     Roi,
     label_extents,
     logits_to_roi,
+    logits_to_subregion,
     mask_to_network_logits,
     object_regions,
     prepare_input,
+    whole_volume_roi,
 )
 from .rules import (
     PromptRules,
@@ -104,11 +106,14 @@ def to_uint8(volume: np.ndarray, window: tuple[float, float] | None = None) -> n
 class SessionState:
     """What a session knows about its image beyond the prompts: for each object, the region
     its network input covers and its latest low-resolution logits in that region's network
-    space; and the encoder features of each region (objects of one region share them)."""
+    space; and the encoder features of each region (objects of one region share them).
+    `whole_logits` (the ``blend`` rule): the latest logits, in the whole volume's region, of
+    the objects answered in a click crop."""
 
     rois: dict[int, Roi] = field(default_factory=dict)
     logits: dict[int, torch.Tensor] = field(default_factory=dict)
     features: dict[Roi, list[torch.Tensor]] = field(default_factory=dict)
+    whole_logits: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 class EnsamSession:
@@ -204,6 +209,7 @@ class EnsamSession:
         self.objects.clear()
         self.state.logits.clear()
         self.state.rois.clear()
+        self.state.whole_logits.clear()
         self._stale.clear()
         self._last_labels = None
         self._prev_from_labels = False
@@ -250,6 +256,7 @@ class EnsamSession:
         self.objects.pop(int(object_id), None)
         self.state.logits.pop(int(object_id), None)
         self.state.rois.pop(int(object_id), None)
+        self.state.whole_logits.pop(int(object_id), None)
         self._stale.discard(int(object_id))
 
     # ----- prediction --------------------------------------------------------------------
@@ -276,7 +283,10 @@ class EnsamSession:
         if self._prev_from_labels and self._last_labels is not None:
             self._logits_from_labels(ids)
             self._prev_from_labels = False
-        self._decode([i for i in ids if i in self._stale or i not in self.state.logits])
+        todo = [i for i in ids if i in self._stale or i not in self.state.logits]
+        whole = self.whole_roi()
+        self._decode([i for i in todo if i in self.state.whole_logits], whole)
+        self._decode(todo)
         frame = self._frame(ids)
         merger = LabelMerger(frame.shape)
         # One class at a time at crop resolution: memory stays at a few crop-sized arrays
@@ -310,22 +320,49 @@ class EnsamSession:
         ids = [i for i, o in objects.items() if o.box is None]
         return label_extents(self._last_labels, ids)
 
+    def whole_roi(self) -> Roi:
+        """The whole volume's region (where box-less objects start)."""
+        return whole_volume_roi(self.image.shape, self.max_voxels)
+
+    def blended(self, object_id: int, roi: Roi) -> bool:
+        """Whether the ``blend`` rule answers this object in the whole volume too: a box-less
+        object whose region is a click crop."""
+        obj = self.objects.get(object_id)
+        return self.rules.blend and obj is not None and obj.box is None and roi != self.whole_roi()
+
+    def feature_regions(self, rois: dict[int, Roi]) -> set[Roi]:
+        """The regions whose encoder features predicting with `rois` needs."""
+        regions = set(rois.values())
+        if any(self.blended(i, r) for i, r in rois.items()):
+            regions.add(self.whole_roi())
+        return regions
+
     def _adopt_regions(self, rois: dict[int, Roi]) -> None:
         """Move objects to their current regions. Logits are only valid in the region that
         made them: an object whose region changed gets pseudo-logits from the last answer,
-        so later clicks still refine it instead of starting over. Features of regions no
-        object uses any more are dropped."""
+        so later clicks still refine it instead of starting over; with ``blend``, logits made
+        in the whole volume move to `whole_logits` (and back). Features of regions no object
+        uses any more are dropped."""
+        whole = self.whole_roi()
         moved = [
             i
             for i, roi in rois.items()
             if self.state.rois.get(i) not in (None, roi) and i in self.state.logits
         ]
         for i in moved:
-            del self.state.logits[i]
+            logits = self.state.logits.pop(i)
+            if self.state.rois[i] == whole and self.blended(i, rois[i]):
+                self.state.whole_logits[i] = logits
+        for i, roi in rois.items():
+            if not self.blended(i, roi) and i in self.state.whole_logits:
+                logits = self.state.whole_logits.pop(i)
+                if roi == whole and i not in self.state.logits:
+                    self.state.logits[i] = logits
         self.state.rois.update(rois)
         if self._last_labels is not None:
             self._logits_from_labels(moved)
-        in_use = set(self.state.rois.values())
+            self._whole_logits_from_labels([i for i, r in rois.items() if self.blended(i, r)])
+        in_use = self.feature_regions(self.state.rois)
         for roi in [r for r in self.state.features if r not in in_use]:
             del self.state.features[roi]
 
@@ -340,6 +377,10 @@ class EnsamSession:
     def _crop_logits(self, object_id: int) -> torch.Tensor:
         roi = self.state.rois[object_id]
         logits = logits_to_roi(self.state.logits[object_id], roi)[0]
+        whole = self.state.whole_logits.get(object_id)
+        if whole is not None:
+            # the crop lies inside the whole volume, so its slices are the same in both
+            logits = (logits + logits_to_subregion(whole, self.whole_roi(), roi.slices)[0]) / 2
         box = self.objects[object_id].box
         if self.rules.z_range and box is not None:
             logits = outside_box_slices(logits, box, roi.start)
@@ -399,24 +440,45 @@ class EnsamSession:
                 self.state.logits[i] = mask_to_network_logits(self._last_labels == i, roi)
                 self._stale.add(i)
 
-    def _decode(self, ids: list[int]) -> None:
-        """New logits for `ids`, region by region, in chunks that share the features."""
+    def _whole_logits_from_labels(self, ids: list[int]) -> None:
+        """Pseudo-logits in the whole volume from the last answer for the blended objects
+        that have none there (a restored state, a previous answer given as labels)."""
+        for i in ids:
+            if i not in self.state.whole_logits:
+                mask = self._last_labels == i
+                self.state.whole_logits[i] = mask_to_network_logits(mask, self.whole_roi())
+                self._stale.add(i)
+
+    def _decode(self, ids: list[int], region: Roi | None = None) -> None:
+        """New logits for `ids`, region by region, in chunks that share the features: each
+        in its own region, or all in `region` (the whole volume, for ``blend``), whose logits
+        go to `whole_logits`."""
         by_roi: dict[Roi, list[int]] = {}
         for i in ids:
-            by_roi.setdefault(self.state.rois[i], []).append(i)
+            by_roi.setdefault(region or self.state.rois[i], []).append(i)
+        store = self.state.logits if region is None else self.state.whole_logits
         for roi, members in by_roi.items():
             features = self._features(roi)
             voxels = int(np.prod(roi.padded))
             size = self.class_chunk or max(1, min(64, self.chunk_voxels // (voxels * self.tta)))
             for start in range(0, len(members), size):
-                self._decode_chunk(members[start : start + size], roi, features)
+                self._decode_chunk(members[start : start + size], roi, features, store)
 
-    def _decode_chunk(self, chunk: list[int], roi: Roi, features: list[torch.Tensor]) -> None:
+    def _decode_chunk(
+        self,
+        chunk: list[int],
+        roi: Roi,
+        features: list[torch.Tensor],
+        store: dict[int, torch.Tensor],
+    ) -> None:
         """Each object of the chunk on every test-time mirror at once (batch entry
-        object * mirrors + mirror); its logits are the mean of the mirrored-back answers."""
+        object * mirrors + mirror); its logits (into `store`, which also holds its previous
+        ones) are the mean of the mirrored-back answers."""
         mirrors = flips(self.tta, roi.pooled)
         prompts = [self._network_prompt(self.objects[i], roi) for i in chunk]
-        prev = [self._previous_logits(i, p, roi) for i, p in zip(chunk, prompts, strict=True)]
+        prev = [
+            self._previous_logits(store.get(i), p, roi) for i, p in zip(chunk, prompts, strict=True)
+        ]
         prev_logits = prev_valid = None
         if any(p is not None for p in prev):
             zeros = torch.zeros((1, 1, *roi.padded))
@@ -432,15 +494,15 @@ class EnsamSession:
             out = self.model.decode(features, prompts, prev_logits, prev_valid).float().cpu()
         for k, i in enumerate(chunk):
             answers = [m.tensor(out[k * len(mirrors) + j]) for j, m in enumerate(mirrors)]
-            self.state.logits[i] = torch.stack(answers).mean(0)[None]
-            self._stale.discard(i)
+            store[i] = torch.stack(answers).mean(0)[None]
+            if store is self.state.logits:
+                self._stale.discard(i)
 
     def _previous_logits(
-        self, object_id: int, prompt: ClassPrompt, roi: Roi
+        self, logits: torch.Tensor | None, prompt: ClassPrompt, roi: Roi
     ) -> torch.Tensor | None:
-        """The dense prompt: the object's latest logits; at its first step, the box itself
-        when the box_prior rule is on."""
-        logits = self.state.logits.get(object_id)
+        """The dense prompt: the object's latest `logits` in this region; at its first step,
+        the box itself when the box_prior rule is on."""
         if logits is None and self.rules.box_prior and prompt.box is not None:
             logits = box_prior_logits(prompt.box, roi.padded)
         return logits

@@ -313,9 +313,9 @@ def test_click_crop_looks_the_cache_up_for_the_regions_it_predicts_in(tmp_path, 
     looked_up = []
     real_load = CaseCache.load
 
-    def load(self, image_hash, rois, prev_pred_hash):
+    def load(self, image_hash, rois, prev_pred_hash, whole=None):
         looked_up.append(dict(rois))
-        return real_load(self, image_hash, rois, prev_pred_hash)
+        return real_load(self, image_hash, rois, prev_pred_hash, whole)
 
     monkeypatch.setattr(CaseCache, "load", load)
     img = np.full((32, 64, 64), 30, np.uint8)
@@ -341,3 +341,53 @@ def test_click_crop_looks_the_cache_up_for_the_regions_it_predicts_in(tmp_path, 
     whole = ((0, 0, 0), img.shape)
     assert (looked_up[0][1].start, looked_up[0][1].stop) == whole
     assert (looked_up[1][1].start, looked_up[1][1].stop) != whole
+
+
+def test_blend_carries_the_whole_volume_logits_from_step_to_step(tmp_path, monkeypatch):
+    # With the blend rule a click-crop object is answered in the whole volume too: the
+    # container, a new process per click, must get the same answers and the same whole-volume
+    # logits as one session that never restarts (only the cache's fp16 rounding differs).
+    from ensam_infer.rules import PromptRules
+
+    torch.manual_seed(0)
+    model = build_model("ensam_tiny", logit_bias=0.0).eval()
+    rules = PromptRules(click_crop=True, blend=True)
+
+    def new_session() -> EnsamSession:
+        return EnsamSession(model, device="cpu", crop="object", max_voxels=16384, rules=rules)
+
+    img = np.full((32, 64, 64), 30, np.uint8)
+    img[6:12, 38:50, 40:50] = 220
+    fg = [[8, 44, 44], [10, 40, 47], [7, 47, 42]]
+
+    def decode(features, prompts, prev_logits=None, prev_valid=None):
+        # finds the object, and remembers its dense prompt: logits carried from the last step
+        # and logits rebuilt from the last answer give different answers
+        roi = next(r for s in sessions for r, f in s.state.features.items() if f is features)
+        out = mask_to_network_logits(img > 100, roi).repeat(len(prompts), 1, 1, 1, 1)
+        return out if prev_logits is None else out + 0.5 * prev_logits
+
+    monkeypatch.setattr(model, "decode", decode)
+    ref = new_session()
+    ref.set_image(img)
+    steps = Steps(tmp_path, new_session())
+    sessions = [ref, steps.session]
+    prev = np.zeros(img.shape, np.uint8)  # a click-only case starts from an empty answer
+    blended_steps = 0
+    for n in range(1, len(fg) + 1):
+        ref.add_click(tuple(fg[n - 1]), positive=True)
+        expected = ref.predict()
+        clicks = np.empty(1, dtype=object)
+        clicks[0] = {"fg": fg[:n], "bg": []}
+        order = np.empty(1, dtype=object)
+        order[0] = ["fg"] * n
+        np.savez_compressed(steps.file, imgs=img, clicks=clicks, clicks_order=order,
+                            prev_pred=prev, spacing=np.ones(3))  # fmt: skip
+        steps.session = sessions[1] = new_session()  # a new process: the cache carries state
+        prev = steps.run()
+        assert (prev == expected).mean() >= 0.999
+        if 1 in ref.state.whole_logits:
+            blended_steps += 1
+            got = steps.session.state.whole_logits[1]
+            assert torch.allclose(got, ref.state.whole_logits[1], atol=0.05)
+    assert blended_steps >= 2  # the object moved to its crop and stayed there

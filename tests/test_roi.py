@@ -10,6 +10,7 @@ from ensam_infer.roi import (
     click_crop_roi,
     label_extents,
     logits_to_roi,
+    logits_to_subregion,
     mask_to_network_logits,
     object_regions,
     prepare_input,
@@ -197,3 +198,21 @@ def test_object_regions_use_the_click_crop_for_box_less_objects_only():
     )
     only = {2: clicked}
     assert object_regions(shape, only, "union", 4096, known)[2] == crops[2]
+
+
+@pytest.mark.parametrize("pool", [(1, 1, 1), (1, 2, 2), (2, 4, 8), (4, 8, 8)])
+def test_logits_of_a_subregion_equal_that_part_of_the_whole_regions(pool):
+    torch.manual_seed(0)
+    roi = Roi((3, 0, 5), (40, 91, 75), pool)
+    logits = torch.randn(1, 1, *roi.padded)
+    full = logits_to_roi(logits, roi)
+    subs = [
+        tuple(slice(0, n) for n in roi.shape),
+        (slice(3, 20), slice(17, 60), slice(1, 69)),
+        (slice(36, 37), slice(90, 91), slice(69, 70)),  # the last voxel
+        (slice(5, 6), slice(7, 9), slice(0, 3)),
+    ]
+    for sub in subs:
+        part = logits_to_subregion(logits, roi, sub)
+        assert part.shape == full[(slice(None), *sub)].shape
+        assert torch.equal(part, full[(slice(None), *sub)])

@@ -362,11 +362,13 @@ def _network_that_finds(monkeypatch, session, truth):
     monkeypatch.setattr(session.model, "decode", decode)
 
 
-def _click_crop_session(tiny_model, on: bool, recrop: bool = False) -> EnsamSession:
+def _click_crop_session(
+    tiny_model, on: bool, recrop: bool = False, blend: bool = False, max_voxels: int = 4096
+) -> EnsamSession:
     from ensam_infer.rules import PromptRules
 
-    rules = PromptRules(click_crop=on, recrop=recrop)
-    s = EnsamSession(tiny_model, device="cpu", max_voxels=4096, crop="object", rules=rules)
+    rules = PromptRules(click_crop=on, recrop=recrop, blend=blend)
+    s = EnsamSession(tiny_model, device="cpu", max_voxels=max_voxels, crop="object", rules=rules)
     s.set_image(_two_objects()[0])
     return s
 
@@ -482,3 +484,85 @@ def test_recrop_leaves_boxed_objects_to_one_pass(tiny_model, monkeypatch):
     session.add_click((24, 14, 14), positive=True, object_id=2)
     session.predict()
     assert len(calls) == 2  # one decode per step: a box fixes the region
+
+
+# ----- blend -------------------------------------------------------------------------------
+BLEND_CAP = 16384  # the whole volume pooled 1 x 4 x 4, coarse but not a blur of the object
+
+
+def _network_that_finds_it_only_in_the_whole_volume(monkeypatch, session, truth):
+    """The box-less object 1: strongly found (+-10) in the whole volume, weakly missed (-1)
+    in any crop; the boxed object 2 found wherever it is asked for."""
+
+    def decode(features, prompts, *args, **kwargs):
+        roi = next(r for r, f in session.state.features.items() if f is features)
+        out = []
+        for p in prompts:
+            if p.box is not None:
+                out.append(mask_to_network_logits(truth == 2, roi) * 2)
+            elif roi == session.whole_roi():
+                out.append(mask_to_network_logits(truth == 1, roi) * 2)
+            else:
+                out.append(torch.full((1, 1, *roi.padded), -1.0))
+        return torch.cat(out)
+
+    monkeypatch.setattr(session.model, "decode", decode)
+
+
+@pytest.mark.parametrize("blend", [False, True])
+def test_blend_answers_a_crop_object_with_the_mean_of_crop_and_whole_volume(
+    tiny_model, monkeypatch, blend
+):
+    session = _click_crop_session(tiny_model, True, blend=blend, max_voxels=BLEND_CAP)
+    truth = _two_objects()[1]
+    _network_that_finds_it_only_in_the_whole_volume(monkeypatch, session, truth)
+    session.add_click((6, 44, 44), positive=True)
+    first = _dice(session.predict() == 1, truth == 1)
+    assert first > 0.7 and 1 not in session.state.whole_logits  # still in the whole volume
+    session.add_click((9, 48, 41), positive=True)
+    second = _dice(session.predict() == 1, truth == 1)
+    assert session.state.rois[1] != session.whole_roi()  # now in its click crop
+    if not blend:  # the crop alone says -1 everywhere: only the click balls are left
+        assert second < 0.5 and not session.state.whole_logits
+        return
+    # the mean is above 0 where the whole volume is above 1: the object stays as it was
+    assert second > 0.8
+    assert set(session.state.whole_logits) == {1}
+    assert session.whole_roi() in session.state.features  # kept for the next click
+    encodes = _count_calls(monkeypatch, session, "encode")
+    session.add_click((5, 42, 47), positive=True)
+    assert _dice(session.predict() == 1, truth == 1) > 0.8
+    assert encodes["n"] <= 1  # the crop at most; the whole volume is not encoded again
+
+
+def test_blend_leaves_boxed_objects_to_their_own_answer(tiny_model, monkeypatch):
+    truth = _two_objects()[1]
+    answers = {}
+    for blend in (False, True):
+        session = _click_crop_session(tiny_model, True, blend=blend, max_voxels=BLEND_CAP)
+        _network_that_finds_it_only_in_the_whole_volume(monkeypatch, session, truth)
+        session.add_box((20, 8, 8, 27, 19, 19), object_id=2)
+        session.add_click((6, 44, 44), positive=True, object_id=1)
+        session.predict()
+        session.add_click((9, 48, 41), positive=True, object_id=1)
+        answers[blend] = session.predict()
+        assert 2 not in session.state.whole_logits
+    assert ((answers[False] == 2) == (answers[True] == 2)).all()
+    assert (answers[True] == 1).sum() > (answers[False] == 1).sum()
+
+
+def test_blend_from_the_previous_labels_of_a_fresh_process(tiny_model, monkeypatch):
+    # a process that only has the previous answer: the whole volume's dense prompt is that
+    # answer, and the object keeps the extent the whole volume gave it
+    truth = _two_objects()[1]
+    a = _click_crop_session(tiny_model, True, blend=True, max_voxels=BLEND_CAP)
+    _network_that_finds_it_only_in_the_whole_volume(monkeypatch, a, truth)
+    a.add_click((6, 44, 44), positive=True)
+    first = a.predict()
+    b = _click_crop_session(tiny_model, True, blend=True, max_voxels=BLEND_CAP)
+    _network_that_finds_it_only_in_the_whole_volume(monkeypatch, b, truth)
+    for p in [(6, 44, 44), (9, 48, 41)]:
+        b.add_click(p, positive=True)
+    b.set_previous_labels(first)
+    assert _dice(b.predict() == 1, truth == 1) > 0.8
+    assert set(b.state.whole_logits) == {1}
