@@ -23,12 +23,16 @@ alone, and each rule below enforces one of them on the final label map:
   a different region than the one that made it, the object is answered again in that region
   in the same step, so a step's answer never comes from a view its own answer has ruled
   out (the first click's whole-volume view, above all); one extra pass at most per step.
-* ``blend`` (with ``click_crop``): an object answered in its click crop is answered in the
-  whole volume too, and its logits in the crop are the mean of the two answers. The crop
-  stops the coarse view's spill over the rest of the volume; the coarse view stops the
-  crop from shrinking an object it sees closer than it was trained to (on training-split
-  tumours the crop alone answered smaller than the object where the whole volume did not).
-  One more decoder pass per such object and step; the whole volume's features are kept.
+* ``blend`` (with ``click_crop``; off by default): an object answered in its click crop is
+  answered in the whole volume too, and its logits in the crop are the mean of the two
+  answers. The crop stops the coarse view's spill over the rest of the volume; the coarse
+  view stops the crop from shrinking an object it sees closer than it was trained to (on
+  training-split tumours the crop alone answered smaller than the object where the whole
+  volume did not). One more decoder pass per such object and step; the whole volume's
+  features are kept. Only for an object whose last answer spans ``BLEND_MIN_CELLS`` pooled
+  voxels of the whole volume along every axis: a thinner one (a cord, a small organ) is
+  below what the coarse view resolves, and averaging it in cost those objects more than it
+  gave tumours on validation (docs/ablations.md).
 * ``clicks``: a positive click lies inside its object and a negative click outside, so the
   clicked voxel and its near neighbourhood (``click_radius`` voxels) say so after the step.
   Clicks are applied in the order they were given: a later click wins where two overlap.
@@ -69,6 +73,9 @@ RULE_NAMES = (
 )
 GROW_RADIUS = 10  # half size of the cube split around a click (the Otsu baseline's)
 GROW_BELOW = 27  # voxels beyond the click balls under which an answer counts as empty
+# blend: the object must span at least one cell of the encoder's deepest feature map (8 input
+# voxels) along every axis of the whole volume's pooled view, or that view cannot resolve it
+BLEND_MIN_CELLS = 8
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from .roi import (
     whole_volume_roi,
 )
 from .rules import (
+    BLEND_MIN_CELLS,
     PromptRules,
     box_prior_logits,
     enforce_clicks,
@@ -187,6 +188,7 @@ class EnsamSession:
         self._stale: set[int] = set()
         self._last_labels: np.ndarray | None = None
         self._prev_from_labels = False
+        self._extents: dict[int, Extent] = {}  # box-less objects in the last answer
 
     # ----- image and prompts -------------------------------------------------------------
     def set_image(
@@ -213,6 +215,7 @@ class EnsamSession:
         self._stale.clear()
         self._last_labels = None
         self._prev_from_labels = False
+        self._extents = {}
 
     def _object(self, object_id: int) -> ObjectPrompts:
         if self.image is None:
@@ -309,6 +312,7 @@ class EnsamSession:
         it depends on the last answer too (set it first: `set_previous_labels`)."""
         objects = {i: o for i, o in self.objects.items() if not o.empty}
         known = self._known_extents(objects) if self.rules.click_crop else None
+        self._extents = known or {}
         return object_regions(self.image.shape, objects, self.crop, self.max_voxels, known)
 
     def _known_extents(self, objects: dict[int, ObjectPrompts]) -> dict[int, Extent]:
@@ -326,9 +330,17 @@ class EnsamSession:
 
     def blended(self, object_id: int, roi: Roi) -> bool:
         """Whether the ``blend`` rule answers this object in the whole volume too: a box-less
-        object whose region is a click crop."""
+        object whose region is a click crop and whose last answer the whole volume's view
+        resolves (``BLEND_MIN_CELLS`` pooled voxels across on every axis)."""
         obj = self.objects.get(object_id)
-        return self.rules.blend and obj is not None and obj.box is None and roi != self.whole_roi()
+        if not self.rules.blend or obj is None or obj.box is not None:
+            return False
+        whole = self.whole_roi()
+        extent = self._extents.get(object_id)
+        if roi == whole or extent is None:
+            return False
+        size = np.array(extent[1]) - np.array(extent[0]) + 1
+        return bool((size >= BLEND_MIN_CELLS * np.array(whole.pool)).all())
 
     def feature_regions(self, rois: dict[int, Roi]) -> set[Roi]:
         """The regions whose encoder features predicting with `rois` needs."""

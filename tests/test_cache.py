@@ -354,11 +354,12 @@ def test_blend_carries_the_whole_volume_logits_from_step_to_step(tmp_path, monke
     rules = PromptRules(click_crop=True, blend=True)
 
     def new_session() -> EnsamSession:
-        return EnsamSession(model, device="cpu", crop="object", max_voxels=16384, rules=rules)
+        return EnsamSession(model, device="cpu", crop="object", max_voxels=131072, rules=rules)
 
-    img = np.full((32, 64, 64), 30, np.uint8)
-    img[6:12, 38:50, 40:50] = 220
-    fg = [[8, 44, 44], [10, 40, 47], [7, 47, 42]]
+    # pooled 1 x 4 x 4 in the whole volume, the object spans 12 x 11 x 11 of its voxels there
+    img = np.full((48, 128, 128), 30, np.uint8)
+    img[10:22, 30:74, 30:74] = 220
+    fg = [[16, 52, 52], [18, 45, 60], [12, 66, 40]]
 
     def decode(features, prompts, prev_logits=None, prev_valid=None):
         # finds the object, and remembers its dense prompt: logits carried from the last step

@@ -362,13 +362,11 @@ def _network_that_finds(monkeypatch, session, truth):
     monkeypatch.setattr(session.model, "decode", decode)
 
 
-def _click_crop_session(
-    tiny_model, on: bool, recrop: bool = False, blend: bool = False, max_voxels: int = 4096
-) -> EnsamSession:
+def _click_crop_session(tiny_model, on: bool, recrop: bool = False) -> EnsamSession:
     from ensam_infer.rules import PromptRules
 
-    rules = PromptRules(click_crop=on, recrop=recrop, blend=blend)
-    s = EnsamSession(tiny_model, device="cpu", max_voxels=max_voxels, crop="object", rules=rules)
+    rules = PromptRules(click_crop=on, recrop=recrop)
+    s = EnsamSession(tiny_model, device="cpu", max_voxels=4096, crop="object", rules=rules)
     s.set_image(_two_objects()[0])
     return s
 
@@ -487,7 +485,30 @@ def test_recrop_leaves_boxed_objects_to_one_pass(tiny_model, monkeypatch):
 
 
 # ----- blend -------------------------------------------------------------------------------
-BLEND_CAP = 16384  # the whole volume pooled 1 x 4 x 4, coarse but not a blur of the object
+# the whole volume (48 x 128 x 128) is pooled 1 x 4 x 4 at this cap, a crop around the large
+# object 1 x 2 x 2: the large object spans 12 x 11 x 11 pooled voxels of the whole volume's
+# view (blended), the thin one 20 x 1.5 x 1.5 (not)
+BLEND_CAP = 131072
+LARGE = (slice(10, 22), slice(30, 74), slice(30, 74))
+THIN = (slice(10, 30), slice(60, 66), slice(60, 66))
+BOXED_FAR = (slice(30, 40), slice(90, 110), slice(90, 110))
+
+
+def _blend_scene(box_less: tuple[slice, slice, slice]) -> tuple[np.ndarray, np.ndarray]:
+    image = np.full((48, 128, 128), 30, np.uint8)
+    truth = np.zeros(image.shape, np.uint8)
+    truth[box_less], truth[BOXED_FAR] = 1, 2
+    image[truth > 0] = 220
+    return image, truth
+
+
+def _blend_session(tiny_model, blend: bool, image: np.ndarray) -> EnsamSession:
+    from ensam_infer.rules import PromptRules
+
+    rules = PromptRules(click_crop=True, blend=blend)
+    s = EnsamSession(tiny_model, device="cpu", max_voxels=BLEND_CAP, crop="object", rules=rules)
+    s.set_image(image)
+    return s
 
 
 def _network_that_finds_it_only_in_the_whole_volume(monkeypatch, session, truth):
@@ -513,13 +534,13 @@ def _network_that_finds_it_only_in_the_whole_volume(monkeypatch, session, truth)
 def test_blend_answers_a_crop_object_with_the_mean_of_crop_and_whole_volume(
     tiny_model, monkeypatch, blend
 ):
-    session = _click_crop_session(tiny_model, True, blend=blend, max_voxels=BLEND_CAP)
-    truth = _two_objects()[1]
+    image, truth = _blend_scene(LARGE)
+    session = _blend_session(tiny_model, blend, image)
     _network_that_finds_it_only_in_the_whole_volume(monkeypatch, session, truth)
-    session.add_click((6, 44, 44), positive=True)
+    session.add_click((16, 52, 52), positive=True)
     first = _dice(session.predict() == 1, truth == 1)
-    assert first > 0.7 and 1 not in session.state.whole_logits  # still in the whole volume
-    session.add_click((9, 48, 41), positive=True)
+    assert first > 0.8 and 1 not in session.state.whole_logits  # still in the whole volume
+    session.add_click((18, 45, 60), positive=True)
     second = _dice(session.predict() == 1, truth == 1)
     assert session.state.rois[1] != session.whole_roi()  # now in its click crop
     if not blend:  # the crop alone says -1 everywhere: only the click balls are left
@@ -530,21 +551,38 @@ def test_blend_answers_a_crop_object_with_the_mean_of_crop_and_whole_volume(
     assert set(session.state.whole_logits) == {1}
     assert session.whole_roi() in session.state.features  # kept for the next click
     encodes = _count_calls(monkeypatch, session, "encode")
-    session.add_click((5, 42, 47), positive=True)
+    session.add_click((12, 66, 40), positive=True)
     assert _dice(session.predict() == 1, truth == 1) > 0.8
     assert encodes["n"] <= 1  # the crop at most; the whole volume is not encoded again
 
 
-def test_blend_leaves_boxed_objects_to_their_own_answer(tiny_model, monkeypatch):
-    truth = _two_objects()[1]
+def test_blend_leaves_an_object_the_whole_volume_cannot_resolve_to_its_crop(
+    tiny_model, monkeypatch
+):
+    image, truth = _blend_scene(THIN)
     answers = {}
     for blend in (False, True):
-        session = _click_crop_session(tiny_model, True, blend=blend, max_voxels=BLEND_CAP)
+        session = _blend_session(tiny_model, blend, image)
         _network_that_finds_it_only_in_the_whole_volume(monkeypatch, session, truth)
-        session.add_box((20, 8, 8, 27, 19, 19), object_id=2)
-        session.add_click((6, 44, 44), positive=True, object_id=1)
+        session.add_click((20, 63, 63), positive=True)
         session.predict()
-        session.add_click((9, 48, 41), positive=True, object_id=1)
+        session.add_click((15, 62, 64), positive=True)
+        answers[blend] = session.predict()
+        assert session.state.rois[1] != session.whole_roi()  # in its click crop
+        assert not session.state.whole_logits
+    assert (answers[False] == answers[True]).all()
+
+
+def test_blend_leaves_boxed_objects_to_their_own_answer(tiny_model, monkeypatch):
+    image, truth = _blend_scene(LARGE)
+    answers = {}
+    for blend in (False, True):
+        session = _blend_session(tiny_model, blend, image)
+        _network_that_finds_it_only_in_the_whole_volume(monkeypatch, session, truth)
+        session.add_box((30, 90, 90, 39, 109, 109), object_id=2)
+        session.add_click((16, 52, 52), positive=True, object_id=1)
+        session.predict()
+        session.add_click((18, 45, 60), positive=True, object_id=1)
         answers[blend] = session.predict()
         assert 2 not in session.state.whole_logits
     assert ((answers[False] == 2) == (answers[True] == 2)).all()
@@ -554,14 +592,14 @@ def test_blend_leaves_boxed_objects_to_their_own_answer(tiny_model, monkeypatch)
 def test_blend_from_the_previous_labels_of_a_fresh_process(tiny_model, monkeypatch):
     # a process that only has the previous answer: the whole volume's dense prompt is that
     # answer, and the object keeps the extent the whole volume gave it
-    truth = _two_objects()[1]
-    a = _click_crop_session(tiny_model, True, blend=True, max_voxels=BLEND_CAP)
+    image, truth = _blend_scene(LARGE)
+    a = _blend_session(tiny_model, True, image)
     _network_that_finds_it_only_in_the_whole_volume(monkeypatch, a, truth)
-    a.add_click((6, 44, 44), positive=True)
+    a.add_click((16, 52, 52), positive=True)
     first = a.predict()
-    b = _click_crop_session(tiny_model, True, blend=True, max_voxels=BLEND_CAP)
+    b = _blend_session(tiny_model, True, image)
     _network_that_finds_it_only_in_the_whole_volume(monkeypatch, b, truth)
-    for p in [(6, 44, 44), (9, 48, 41)]:
+    for p in [(16, 52, 52), (18, 45, 60)]:
         b.add_click(p, positive=True)
     b.set_previous_labels(first)
     assert _dice(b.predict() == 1, truth == 1) > 0.8
