@@ -31,8 +31,9 @@ alone, and each rule below enforces one of them on the final label map:
   volume did not). One more decoder pass per such object and step; the whole volume's
   features are kept. Only for an object whose last answer spans ``BLEND_MIN_CELLS`` pooled
   voxels of the whole volume along every axis: a thinner one (a cord, a small organ) is
-  below what the coarse view resolves, and averaging it in cost those objects more than it
-  gave tumours on validation (docs/ablations.md).
+  below what the coarse view resolves (ungated, averaging it in cost those objects more than
+  it gave tumours on validation). Off by default: gated, still no net gain on validation and
+  one case lowered by 0.116 (docs/ablations.md).
 * ``clicks``: a positive click lies inside its object and a negative click outside, so the
   clicked voxel and its near neighbourhood (``click_radius`` voxels) say so after the step.
   Clicks are applied in the order they were given: a later click wins where two overlap.
