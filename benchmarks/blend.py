@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from benchmarks.common import REPO_ROOT, machine_info, md_table
+from benchmarks.common import REPO_ROOT, interleaved_runs, print_interleaved_report
 from ensam_infer.challenge import read_case
 from ensam_infer.rules import PromptRules
 from ensam_infer.session import EnsamSession
@@ -64,23 +64,17 @@ def main() -> int:
     rows = []
     for name in args.cases.split(","):
         case = read_case(shared_data_root() / "real" / "imgs" / f"{name}.npz")
-        for s in sessions.values():
-            second_click_seconds(s, case)  # warm-up
-        times: dict[bool, list[float]] = {False: [], True: []}
-        cropped = 0
-        for _ in range(args.repeats):
-            for on, s in sessions.items():
-                seconds, cropped = second_click_seconds(s, case)
-                times[on].append(seconds)
-        off, on = (statistics.median(times[k]) for k in (False, True))
+        runs = interleaved_runs(
+            sessions, lambda s, c=case: second_click_seconds(s, c), args.repeats
+        )
+        off, on = (statistics.median(t for t, _ in runs[k]) for k in (False, True))
+        cropped = runs[True][-1][1]
         rows.append(
             [name, len(case.objects), cropped, f"{off:.2f}", f"{on:.2f}", f"{on / off:.2f}×"]
         )
         print(f"  [blend] {name} done", flush=True)
-    print("\n".join(machine_info(args.threads, ["cpu"])))
-    print(f"\nmedians of {args.repeats} in-process passes per row, variants interleaved\n")
     headers = ["case", "objects", "in a click crop", "without blend s", "with blend s", "ratio"]
-    print(md_table(headers, rows))
+    print_interleaved_report(args.threads, args.repeats, headers, rows)
     return 0
 
 

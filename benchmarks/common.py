@@ -482,6 +482,30 @@ def machine_info(threads: int, devices: Sequence[str]) -> list[str]:
     return lines
 
 
+def interleaved_runs(
+    variants: dict[object, object], run: Callable[[object], object], repeats: int
+) -> dict[object, list[object]]:
+    """`run(variant)` once per variant to warm up, then `repeats` rounds of every variant in
+    turn, so that machine noise falls on all alike: each variant's results, in order."""
+    for v in variants.values():
+        run(v)
+    results: dict[object, list[object]] = {k: [] for k in variants}
+    for _ in range(repeats):
+        for k, v in variants.items():
+            results[k].append(run(v))
+    return results
+
+
+def print_interleaved_report(
+    threads: int, repeats: int, headers: Sequence[str], rows: Sequence[Sequence[object]]
+) -> None:
+    """The report of an in-process comparison whose variants ran interleaved: the machine,
+    how the medians were taken, and the table."""
+    print("\n".join(machine_info(threads, ["cpu"])))
+    print(f"\nmedians of {repeats} in-process passes per row, variants interleaved\n")
+    print(md_table(headers, rows))
+
+
 def write_json(path: str | Path | None, data: object) -> None:
     if path:
         Path(path).write_text(json.dumps(data, indent=1, default=str))

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from benchmarks.common import REPO_ROOT, machine_info, md_table
+from benchmarks.common import REPO_ROOT, interleaved_runs, print_interleaved_report
 from ensam_infer.challenge import read_case
 from ensam_infer.session import EnsamSession
 
@@ -59,24 +59,16 @@ def main() -> int:
     rows = []
     for name in args.cases.split(","):
         case = read_case(shared_data_root() / "real" / "imgs" / f"{name}.npz")
-        for s in sessions.values():
-            one_pass(s, case)  # warm-up
-        times = {k: ([], []) for k in counts}
-        for _ in range(args.repeats):
-            for k, s in sessions.items():
-                box_s, click_s = one_pass(s, case)
-                times[k][0].append(box_s)
-                times[k][1].append(click_s)
+        runs = interleaved_runs(sessions, lambda s, c=case: one_pass(s, c), args.repeats)
+        times = {k: ([b for b, _ in runs[k]], [c for _, c in runs[k]]) for k in counts}
         base = [statistics.median(t) for t in times[counts[0]]]
         for k in counts:
             box_s, click_s = (statistics.median(t) for t in times[k])
             rows.append([name, k, f"{box_s:.2f}", f"{box_s / base[0]:.2f}×"])
             rows[-1] += [f"{click_s:.2f}", f"{click_s / base[1]:.2f}×"]
         print(f"  [mirrors] {name} done", flush=True)
-    print("\n".join(machine_info(args.threads, ["cpu"])))
-    print(f"\nmedians of {args.repeats} in-process passes per row, variants interleaved\n")
     headers = ["case", "mirrors", "box step s", "vs 1", "click step s", "vs 1"]
-    print(md_table(headers, rows))
+    print_interleaved_report(args.threads, args.repeats, headers, rows)
     return 0
 
 
