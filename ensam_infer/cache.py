@@ -61,9 +61,9 @@ class CaseCache:
         """What the cache holds that is valid for this image, these object regions and this
         previous prediction: each object's logits when its region is unchanged and the
         prediction they made is `prev_pred`, and the features of every region still in use.
-        `whole` (the ``blend`` rule): the whole volume's region when some object is answered
-        there besides its own; logits made there become `whole_logits`. None when nothing
-        is usable."""
+        `whole` (the ``blend`` rule): the whole volume's region when some object uses it, as
+        its own region or besides its own; logits made there for an object now elsewhere, and
+        the saved `whole_logits`, become `whole_logits`. None when nothing is usable."""
         try:
             meta = json.loads((self.dir / "meta.json").read_text())
             if any(meta.get(k) != v for k, v in self._meta(image_hash).items()):

@@ -52,7 +52,8 @@ def segment_case(
         session.set_previous_labels(case.prev_pred)
     rois = session.regions()
     prev_hash = array_hash(case.prev_pred) if case.prev_pred is not None else None
-    # the blend rule answers click-crop objects in the whole volume too: its logits are cached
+    # Whole-volume logits (blend) are looked up whenever some object uses the whole volume,
+    # blended or as its own region: an object back from its crop resumes from them there.
     whole = session.whole_roi()
     whole = whole if whole in session.feature_regions(rois) else None
     cached = cache.load(image_hash, rois, prev_hash, whole) if cache is not None else None

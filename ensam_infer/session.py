@@ -287,9 +287,9 @@ class EnsamSession:
             self._logits_from_labels(ids)
             self._prev_from_labels = False
         todo = [i for i in ids if i in self._stale or i not in self.state.logits]
-        whole = self.whole_roi()
-        self._decode([i for i in todo if i in self.state.whole_logits], whole)
+        self._decode([i for i in todo if i in self.state.whole_logits], self.whole_roi())
         self._decode(todo)
+        self._stale.difference_update(todo)
         frame = self._frame(ids)
         merger = LabelMerger(frame.shape)
         # One class at a time at crop resolution: memory stays at a few crop-sized arrays
@@ -373,7 +373,8 @@ class EnsamSession:
         self.state.rois.update(rois)
         if self._last_labels is not None:
             self._logits_from_labels(moved)
-            self._whole_logits_from_labels([i for i, r in rois.items() if self.blended(i, r)])
+            blended = [i for i, r in rois.items() if self.blended(i, r)]
+            self._logits_from_labels(blended, whole)
         in_use = self.feature_regions(self.state.rois)
         for roi in [r for r in self.state.features if r not in in_use]:
             del self.state.features[roi]
@@ -443,22 +444,15 @@ class EnsamSession:
                 self.state.features[roi] = self.model.encode(x)
         return self.state.features[roi]
 
-    def _logits_from_labels(self, ids: list[int]) -> None:
-        """Pseudo-logits from the last answer for the objects with none in their region;
-        they are decoded again with those as their dense prompt."""
+    def _logits_from_labels(self, ids: list[int], region: Roi | None = None) -> None:
+        """Pseudo-logits from the last answer for the objects with none in their region (or
+        in `region`, the whole volume, into `whole_logits`, for ``blend``); they are decoded
+        again with those as their dense prompt."""
+        store = self.state.logits if region is None else self.state.whole_logits
         for i in ids:
-            if i not in self.state.logits:
-                roi = self.state.rois[i]
-                self.state.logits[i] = mask_to_network_logits(self._last_labels == i, roi)
-                self._stale.add(i)
-
-    def _whole_logits_from_labels(self, ids: list[int]) -> None:
-        """Pseudo-logits in the whole volume from the last answer for the blended objects
-        that have none there (a restored state, a previous answer given as labels)."""
-        for i in ids:
-            if i not in self.state.whole_logits:
-                mask = self._last_labels == i
-                self.state.whole_logits[i] = mask_to_network_logits(mask, self.whole_roi())
+            if i not in store:
+                roi = region if region is not None else self.state.rois[i]
+                store[i] = mask_to_network_logits(self._last_labels == i, roi)
                 self._stale.add(i)
 
     def _decode(self, ids: list[int], region: Roi | None = None) -> None:
@@ -467,7 +461,7 @@ class EnsamSession:
         go to `whole_logits`."""
         by_roi: dict[Roi, list[int]] = {}
         for i in ids:
-            by_roi.setdefault(region or self.state.rois[i], []).append(i)
+            by_roi.setdefault(region if region is not None else self.state.rois[i], []).append(i)
         store = self.state.logits if region is None else self.state.whole_logits
         for roi, members in by_roi.items():
             features = self._features(roi)
@@ -507,8 +501,6 @@ class EnsamSession:
         for k, i in enumerate(chunk):
             answers = [m.tensor(out[k * len(mirrors) + j]) for j, m in enumerate(mirrors)]
             store[i] = torch.stack(answers).mean(0)[None]
-            if store is self.state.logits:
-                self._stale.discard(i)
 
     def _previous_logits(
         self, logits: torch.Tensor | None, prompt: ClassPrompt, roi: Roi
