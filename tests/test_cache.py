@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -343,10 +344,16 @@ def test_click_crop_looks_the_cache_up_for_the_regions_it_predicts_in(tmp_path, 
     assert (looked_up[1][1].start, looked_up[1][1].stop) != whole
 
 
-def test_blend_carries_the_whole_volume_logits_from_step_to_step(tmp_path, monkeypatch):
-    # With the blend rule a click-crop object is answered in the whole volume too: the
-    # container, a new process per click, must get the same answers and the same whole-volume
-    # logits as one session that never restarts (only the cache's fp16 rounding differs).
+def blend_container_vs_session(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fg: list[list[int]],
+    check: Callable[[int, EnsamSession, EnsamSession], None],
+) -> None:
+    """One click-only case with the blend rule, clicked `fg` one positive click at a time,
+    run both as the container does (a new session per click: the cache carries the state)
+    and as one session that never restarts; the answers must agree at every step (only the
+    cache's fp16 rounding differs). `check(step, in_process, container)` runs after each step."""
     from ensam_infer.rules import PromptRules
 
     torch.manual_seed(0)
@@ -359,7 +366,6 @@ def test_blend_carries_the_whole_volume_logits_from_step_to_step(tmp_path, monke
     # pooled 1 x 4 x 4 in the whole volume, the object spans 12 x 11 x 11 of its voxels there
     img = np.full((48, 128, 128), 30, np.uint8)
     img[10:22, 30:74, 30:74] = 220
-    fg = [[16, 52, 52], [18, 45, 60], [12, 66, 40]]
 
     def decode(features, prompts, prev_logits=None, prev_valid=None):
         # finds the object, and remembers its dense prompt: logits carried from the last step
@@ -374,7 +380,6 @@ def test_blend_carries_the_whole_volume_logits_from_step_to_step(tmp_path, monke
     steps = Steps(tmp_path, new_session())
     sessions = [ref, steps.session]
     prev = np.zeros(img.shape, np.uint8)  # a click-only case starts from an empty answer
-    blended_steps = 0
     for n in range(1, len(fg) + 1):
         ref.add_click(tuple(fg[n - 1]), positive=True)
         expected = ref.predict()
@@ -387,8 +392,40 @@ def test_blend_carries_the_whole_volume_logits_from_step_to_step(tmp_path, monke
         steps.session = sessions[1] = new_session()  # a new process: the cache carries state
         prev = steps.run()
         assert (prev == expected).mean() >= 0.999
+        check(n, ref, steps.session)
+
+
+def test_blend_carries_the_whole_volume_logits_from_step_to_step(tmp_path, monkeypatch):
+    # With the blend rule a click-crop object is answered in the whole volume too: the
+    # container must carry its whole-volume logits as one session would.
+    blended_steps = []
+
+    def check(step: int, ref: EnsamSession, container: EnsamSession) -> None:
         if 1 in ref.state.whole_logits:
-            blended_steps += 1
-            got = steps.session.state.whole_logits[1]
+            blended_steps.append(step)
+            got = container.state.whole_logits[1]
             assert torch.allclose(got, ref.state.whole_logits[1], atol=0.05)
-    assert blended_steps >= 2  # the object moved to its crop and stayed there
+
+    fg = [[16, 52, 52], [18, 45, 60], [12, 66, 40]]
+    blend_container_vs_session(tmp_path, monkeypatch, fg, check)
+    assert blended_steps == [2, 3]  # the object moved to its crop and stayed there
+
+
+def test_object_back_from_its_crop_resumes_from_its_whole_volume_logits(tmp_path, monkeypatch):
+    # A far click makes the crop as coarse as the whole volume, so the object goes back to
+    # the whole volume: there it resumes from the whole-volume logits the cache kept while it
+    # was blended, in the container as in one session.
+    seen = []
+
+    def check(step: int, ref: EnsamSession, container: EnsamSession) -> None:
+        whole = ref.whole_roi()
+        in_whole = ref.state.rois[1] == whole
+        assert (container.state.rois[1] == whole) == in_whole
+        seen.append((in_whole, 1 in ref.state.whole_logits))
+        if step == 3:
+            assert not container.state.whole_logits
+            assert torch.allclose(container.state.logits[1], ref.state.logits[1], atol=0.05)
+
+    fg = [[16, 52, 52], [18, 45, 60], [47, 127, 127]]
+    blend_container_vs_session(tmp_path, monkeypatch, fg, check)
+    assert seen == [(True, False), (False, True), (True, False)]
