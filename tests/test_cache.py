@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import BLEND_CAP, BLEND_LARGE, blend_image
 
 from ensam_infer import session as session_mod
 from ensam_infer.cache import CACHE_DIRNAME, CaseCache, array_hash
@@ -361,11 +362,9 @@ def blend_container_vs_session(
     rules = PromptRules(click_crop=True, blend=True)
 
     def new_session() -> EnsamSession:
-        return EnsamSession(model, device="cpu", crop="object", max_voxels=131072, rules=rules)
+        return EnsamSession(model, device="cpu", crop="object", max_voxels=BLEND_CAP, rules=rules)
 
-    # pooled 1 x 4 x 4 in the whole volume, the object spans 12 x 11 x 11 of its voxels there
-    img = np.full((48, 128, 128), 30, np.uint8)
-    img[10:22, 30:74, 30:74] = 220
+    img = blend_image(BLEND_LARGE)
 
     def decode(features, prompts, prev_logits=None, prev_valid=None):
         # finds the object, and remembers its dense prompt: logits carried from the last step

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import BLEND_CAP, BLEND_LARGE, BLEND_THIN, blend_image
 
 from ensam_infer.prompts import PromptError
 from ensam_infer.roi import mask_to_network_logits, size_cap
@@ -485,21 +486,13 @@ def test_recrop_leaves_boxed_objects_to_one_pass(tiny_model, monkeypatch):
 
 
 # ----- blend -------------------------------------------------------------------------------
-# the whole volume (48 x 128 x 128) is pooled 1 x 4 x 4 at this cap, a crop around the large
-# object 1 x 2 x 2: the large object spans 12 x 11 x 11 pooled voxels of the whole volume's
-# view (blended), the thin one 20 x 1.5 x 1.5 (not)
-BLEND_CAP = 131072
-LARGE = (slice(10, 22), slice(30, 74), slice(30, 74))
-THIN = (slice(10, 30), slice(60, 66), slice(60, 66))
 BOXED_FAR = (slice(30, 40), slice(90, 110), slice(90, 110))
 
 
 def _blend_scene(box_less: tuple[slice, slice, slice]) -> tuple[np.ndarray, np.ndarray]:
-    image = np.full((48, 128, 128), 30, np.uint8)
-    truth = np.zeros(image.shape, np.uint8)
+    truth = np.zeros((48, 128, 128), np.uint8)
     truth[box_less], truth[BOXED_FAR] = 1, 2
-    image[truth > 0] = 220
-    return image, truth
+    return blend_image(box_less, BOXED_FAR), truth
 
 
 def _blend_session(tiny_model, blend: bool, image: np.ndarray) -> EnsamSession:
@@ -534,7 +527,7 @@ def _network_that_finds_it_only_in_the_whole_volume(monkeypatch, session, truth)
 def test_blend_answers_a_crop_object_with_the_mean_of_crop_and_whole_volume(
     tiny_model, monkeypatch, blend
 ):
-    image, truth = _blend_scene(LARGE)
+    image, truth = _blend_scene(BLEND_LARGE)
     session = _blend_session(tiny_model, blend, image)
     _network_that_finds_it_only_in_the_whole_volume(monkeypatch, session, truth)
     session.add_click((16, 52, 52), positive=True)
@@ -559,7 +552,7 @@ def test_blend_answers_a_crop_object_with_the_mean_of_crop_and_whole_volume(
 def test_blend_leaves_an_object_the_whole_volume_cannot_resolve_to_its_crop(
     tiny_model, monkeypatch
 ):
-    image, truth = _blend_scene(THIN)
+    image, truth = _blend_scene(BLEND_THIN)
     answers = {}
     for blend in (False, True):
         session = _blend_session(tiny_model, blend, image)
@@ -574,7 +567,7 @@ def test_blend_leaves_an_object_the_whole_volume_cannot_resolve_to_its_crop(
 
 
 def test_blend_leaves_boxed_objects_to_their_own_answer(tiny_model, monkeypatch):
-    image, truth = _blend_scene(LARGE)
+    image, truth = _blend_scene(BLEND_LARGE)
     answers = {}
     for blend in (False, True):
         session = _blend_session(tiny_model, blend, image)
@@ -592,7 +585,7 @@ def test_blend_leaves_boxed_objects_to_their_own_answer(tiny_model, monkeypatch)
 def test_blend_from_the_previous_labels_of_a_fresh_process(tiny_model, monkeypatch):
     # a process that only has the previous answer: the whole volume's dense prompt is that
     # answer, and the object keeps the extent the whole volume gave it
-    image, truth = _blend_scene(LARGE)
+    image, truth = _blend_scene(BLEND_LARGE)
     a = _blend_session(tiny_model, True, image)
     _network_that_finds_it_only_in_the_whole_volume(monkeypatch, a, truth)
     a.add_click((16, 52, 52), positive=True)
