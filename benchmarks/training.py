@@ -4,7 +4,7 @@ Muon + AdamW step every 2 samples) under different thread layouts and arithmetic
 
     python -m benchmarks.training [--config ensam_train/configs/cpu_light_stage4.json]
         [--steps 12] [--variants fp32_t2,fp32_t1,fp32_t1x2,channels_last_t1,bf16_t1,bf16_t2,
-                     bf16_t1x2,compile_t1]
+                     bf16_t1x2,compile_t1,fp32_t2_bf16_ns]
 
 Every variant trains the same examples (examples 0.. of the config's stream, generated once
 per child and not timed: in a run they come from a data worker) from the same initial
@@ -15,6 +15,7 @@ first: it shares the cores.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -37,7 +38,20 @@ VARIANTS: dict[str, tuple[int, int, str]] = {
     "bf16_t2": (2, 1, "bf16"),
     "bf16_t1x2": (1, 2, "bf16"),
     "compile_t1": (1, 1, "compile"),
+    # torch.optim.Muon's own step, its Newton-Schulz iteration in bf16: what the campaign
+    # used before ReshapedMuon ran the iteration in float32 (a CPU without bf16 in hardware
+    # emulates it)
+    "fp32_t2_bf16_ns": (2, 1, "bf16_ns"),
 }
+
+
+def torch_muon_step(opt: object) -> None:
+    """One step of `opt` (a ReshapedMuon) by torch.optim.Muon's own code."""
+    import torch
+
+    for p, v in zip(opt._originals, opt._views, strict=True):
+        v.grad = None if p.grad is None else p.grad.view(v.shape)
+    torch.optim.Muon.step(opt)
 
 
 def worker(spec: dict) -> dict:
@@ -49,7 +63,7 @@ def worker(spec: dict) -> dict:
     from ensam_infer.model import build_model
     from ensam_train.config import load_config
     from ensam_train.interaction import run_interaction
-    from ensam_train.optim import build_optimizers
+    from ensam_train.optim import ReshapedMuon, build_optimizers
     from ensam_train.train import ExampleStream
 
     torch.set_num_threads(spec["threads"])
@@ -70,6 +84,8 @@ def worker(spec: dict) -> dict:
     if mode == "compile":
         model.encoder = torch.compile(model.encoder, dynamic=True)
         model.decoder = torch.compile(model.decoder, dynamic=True)
+    if mode == "bf16_ns" and isinstance(opts[0], ReshapedMuon):
+        opts[0].step = functools.partial(torch_muon_step, opts[0])
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16" else None
     model.train()
     device = torch.device("cpu")

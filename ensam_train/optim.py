@@ -4,6 +4,8 @@ gradient clipping happen in the training step, not here."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -26,10 +28,45 @@ def muon_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Param
     return muon, other
 
 
+def orthogonalized(update: torch.Tensor, coefficients: tuple[float, float, float], steps: int,
+                   eps: float) -> torch.Tensor:  # fmt: skip
+    """Muon's Newton-Schulz iteration (the quintic of torch.optim.Muon, same coefficients and
+    steps): `update` with its singular values pushed towards one, in float32.
+
+    torch.optim.Muon runs it in bf16, which is fast on GPUs and on CPUs with bf16 in
+    hardware but emulated, and about ten times slower than float32, on others: on a 2-core
+    AVX2 CPU the bf16 iteration took 2.2 s of an 8 s ENSAM-light training step. In float32
+    it costs a fraction of that everywhere, and it is the more exact of the two."""
+    a, b, c = coefficients
+    x = update.float()
+    wide = x.shape[0] <= x.shape[1]
+    x = x if wide else x.T  # the Gram matrix is the smaller side squared
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x if wide else x.T).to(update.dtype)
+
+
+def muon_lr_scale(shape: torch.Size, adjust_lr_fn: str | None) -> float:
+    """torch.optim.Muon's per-matrix learning-rate factor for an (A, B) matrix."""
+    rows, cols = shape[:2]
+    if adjust_lr_fn == "match_rms_adamw":
+        return 0.2 * math.sqrt(max(rows, cols))
+    if adjust_lr_fn in (None, "original"):
+        return math.sqrt(max(1.0, rows / cols))
+    return 1.0
+
+
 class ReshapedMuon(torch.optim.Muon):
     """torch.optim.Muon accepts only 2-D parameters. Each kernel gets a 2-D view that shares
-    its storage; gradients are copied into the views before every step, and Muon's in-place
-    updates of the views land in the real kernels."""
+    its storage; gradients are copied into the views before every step, and the in-place
+    updates of the views land in the real kernels.
+
+    The step is torch.optim.Muon's (momentum, Nesterov, Newton-Schulz, decoupled weight
+    decay, its learning-rate adjustment, its hyperparameters and its state, so checkpoints
+    of either load in the other) with the Newton-Schulz iteration in float32
+    (`orthogonalized`)."""
 
     def __init__(self, params: list[nn.Parameter], **kwargs: object) -> None:
         self._originals = list(params)
@@ -40,7 +77,27 @@ class ReshapedMuon(torch.optim.Muon):
     def step(self, closure: object = None) -> object:
         for p, v in zip(self._originals, self._views, strict=True):
             v.grad = None if p.grad is None else p.grad.view(v.shape)
-        return super().step(closure)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._update(p, group)
+        return loss
+
+    def _update(self, p: nn.Parameter, group: dict) -> None:
+        lr, momentum = float(group["lr"]), group["momentum"]
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p.grad)
+        buf = state["momentum_buffer"]
+        buf.lerp_(p.grad, 1 - momentum)
+        update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+        update = orthogonalized(update, group["ns_coefficients"], group["ns_steps"], group["eps"])
+        p.mul_(1 - lr * group["weight_decay"])
+        p.add_(update, alpha=-lr * muon_lr_scale(p.shape, group["adjust_lr_fn"]))
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self._originals:
