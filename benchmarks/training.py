@@ -4,7 +4,7 @@ Muon + AdamW step every 2 samples) under different thread layouts and arithmetic
 
     python -m benchmarks.training [--config ensam_train/configs/cpu_light_stage4.json]
         [--steps 12] [--variants fp32_t2,fp32_t1,fp32_t1x2,channels_last_t1,bf16_t1,bf16_t2,
-                     bf16_t1x2,compile_t1,fp32_t2_bf16_ns]
+                     bf16_t1x2,compile_t1,fp32_t2_bf16_ns,fp32_t2_native_conv]
 
 Every variant trains the same examples (examples 0.. of the config's stream, generated once
 per child and not timed: in a run they come from a data worker) from the same initial
@@ -42,6 +42,9 @@ VARIANTS: dict[str, tuple[int, int, str]] = {
     # used before ReshapedMuon ran the iteration in float32 (a CPU without bf16 in hardware
     # emulates it)
     "fp32_t2_bf16_ns": (2, 1, "bf16_ns"),
+    # PyTorch's own choice of convolution kernel (its slow native one for small batch-of-one
+    # inputs), what the model used before its Conv3d sent every float32 CPU one to oneDNN
+    "fp32_t2_native_conv": (2, 1, "native_conv"),
 }
 
 
@@ -60,7 +63,7 @@ def worker(spec: dict) -> dict:
 
     import torch
 
-    from ensam_infer.model import build_model
+    from ensam_infer.model import build_model, conv
     from ensam_train.config import load_config
     from ensam_train.interaction import run_interaction
     from ensam_train.optim import ReshapedMuon, build_optimizers
@@ -84,6 +87,8 @@ def worker(spec: dict) -> dict:
     if mode == "compile":
         model.encoder = torch.compile(model.encoder, dynamic=True)
         model.decoder = torch.compile(model.decoder, dynamic=True)
+    if mode == "native_conv":
+        conv.onednn_applies = lambda *_: False
     if mode == "bf16_ns" and isinstance(opts[0], ReshapedMuon):
         opts[0].step = functools.partial(torch_muon_step, opts[0])
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16" else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .conv import Conv3d
 from .encoder import ResBlock
 
 
@@ -21,7 +22,7 @@ class MaskDecoder(nn.Module):
             self.levels.append(
                 nn.Sequential(*[ResBlock(channels[i - 1], norm) for _ in range(blocks)])
             )
-        self.head = nn.Conv3d(channels[0], 1, 1)
+        self.head = Conv3d(channels[0], 1, 1)
         # Start from "nothing is foreground" so early training is not swamped by false
         # positives over the whole crop.
         nn.init.constant_(self.head.bias, logit_bias)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .conv import Conv3d
+
 
 def make_norm(kind: str, channels: int) -> nn.Module:
     if kind == "instance":
@@ -23,9 +25,9 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int, norm: str) -> None:
         super().__init__()
         self.norm1 = make_norm(norm, channels)
-        self.conv1 = nn.Conv3d(channels, channels, 3, padding=1, bias=False)
+        self.conv1 = Conv3d(channels, channels, 3, padding=1, bias=False)
         self.norm2 = make_norm(norm, channels)
-        self.conv2 = nn.Conv3d(channels, channels, 3, padding=1, bias=False)
+        self.conv2 = Conv3d(channels, channels, 3, padding=1, bias=False)
         self.act = nn.ReLU(inplace=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -41,16 +43,14 @@ class ImageEncoder(nn.Module):
         self, in_channels: int, channels: tuple[int, ...], blocks: tuple[int, ...], norm: str
     ) -> None:
         super().__init__()
-        self.stem = nn.Conv3d(in_channels, channels[0], 3, padding=1, bias=False)
+        self.stem = Conv3d(in_channels, channels[0], 3, padding=1, bias=False)
         self.downs = nn.ModuleList()
         self.levels = nn.ModuleList()
         for i, (ch, n) in enumerate(zip(channels, blocks, strict=True)):
             if i == 0:
                 self.downs.append(nn.Identity())
             else:
-                self.downs.append(
-                    nn.Conv3d(channels[i - 1], ch, 3, stride=2, padding=1, bias=False)
-                )
+                self.downs.append(Conv3d(channels[i - 1], ch, 3, stride=2, padding=1, bias=False))
             self.levels.append(nn.Sequential(*[ResBlock(ch, norm) for _ in range(n)]))
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:

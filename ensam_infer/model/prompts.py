@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conv import Conv3d
+
 
 @dataclass
 class ClassPrompt:
@@ -91,9 +93,9 @@ class DensePromptEncoder(nn.Module):
         super().__init__()
         ins = (in_channels,) + tuple(channels[:-1])
         self.convs = nn.ModuleList(
-            [nn.Conv3d(i, o, 2, stride=2) for i, o in zip(ins, channels, strict=True)]
+            [Conv3d(i, o, 2, stride=2) for i, o in zip(ins, channels, strict=True)]
         )
-        self.out = nn.Conv3d(channels[-1], width, 1)
+        self.out = Conv3d(channels[-1], width, 1)
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         # Logits far from zero carry no more information than their sign; clamping keeps a
