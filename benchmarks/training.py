@@ -4,7 +4,8 @@ Muon + AdamW step every 2 samples) under different thread layouts and arithmetic
 
     python -m benchmarks.training [--config ensam_train/configs/cpu_light_stage4.json]
         [--steps 12] [--variants fp32_t2,fp32_t1,fp32_t1x2,channels_last_t1,bf16_t1,bf16_t2,
-                     bf16_t1x2,compile_t1,fp32_t2_bf16_ns,fp32_t2_native_conv]
+                     bf16_t1x2,compile_t1,fp32_t2_bf16_ns,fp32_t2_native_conv,
+                     fp32_t2_pytorch_backward]
 
 Every variant trains the same examples (examples 0.. of the config's stream, generated once
 per child and not timed: in a run they come from a data worker) from the same initial
@@ -45,6 +46,9 @@ VARIANTS: dict[str, tuple[int, int, str]] = {
     # PyTorch's own choice of convolution kernel (its slow native one for small batch-of-one
     # inputs), what the model used before its Conv3d sent every float32 CPU one to oneDNN
     "fp32_t2_native_conv": (2, 1, "native_conv"),
+    # PyTorch's own backward pass for the oneDNN convolutions (it re-picks its native kernel
+    # for batch-of-one inputs), what the model used before Conv3d took the gradients itself
+    "fp32_t2_pytorch_backward": (2, 1, "pytorch_backward"),
 }
 
 
@@ -89,6 +93,8 @@ def worker(spec: dict) -> dict:
         model.decoder = torch.compile(model.decoder, dynamic=True)
     if mode == "native_conv":
         conv.onednn_applies = lambda *_: False
+    if mode == "pytorch_backward":
+        conv.Conv3d._own_backward_applies = lambda *_: False
     if mode == "bf16_ns" and isinstance(opts[0], ReshapedMuon):
         opts[0].step = functools.partial(torch_muon_step, opts[0])
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16" else None

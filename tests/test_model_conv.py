@@ -8,6 +8,9 @@ from ensam_infer.model.conv import Conv3d
 # (in, out, kernel, stride, padding, bias): the network's convolutions
 SHAPES = [(16, 16, 3, 1, 1, False), (16, 32, 3, 2, 1, False), (8, 1, 1, 1, 0, True),
           (1, 8, 2, 2, 0, True)]  # fmt: skip
+# (batch, in, out, kernel, padding, bias): stride-1 convolutions our own backward pass takes
+OWN_BACKWARD = [(1, 16, 16, 3, 1, False), (2, 4, 8, 3, 1, True), (1, 3, 5, 3, 0, True),
+                (1, 4, 4, (3, 1, 3), (1, 0, 1), False), (2, 2, 3, 5, 2, False)]  # fmt: skip
 
 
 def _ops(fn) -> set[str]:
@@ -33,6 +36,43 @@ def test_conv3d_gives_pytorchs_answer_and_gradients(spec):
     )
     for a, b in grads:
         assert torch.allclose(a, b, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("spec", OWN_BACKWARD)
+def test_own_backward_gives_pytorchs_gradients(spec):
+    batch, cin, cout, k, pad, bias = spec
+    torch.manual_seed(1)
+    conv = Conv3d(cin, cout, k, padding=pad, bias=bias)
+    x = torch.randn(batch, cin, 9, 11, 7, requires_grad=True)
+    ours = conv(x)
+    ref = F.conv3d(x, conv.weight, conv.bias, 1, pad)
+    assert ours.grad_fn.name() == "_OneDnnConv3dBackward"  # the path under test ran
+    g = torch.randn_like(ref)
+    params = [x, conv.weight] + ([conv.bias] if bias else [])
+    for a, b in zip(
+        torch.autograd.grad(ours, params, g), torch.autograd.grad(ref, params, g), strict=True
+    ):
+        assert a.shape == b.shape
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_own_backward_takes_only_the_gradients_asked_for():
+    conv = Conv3d(2, 2, 3, padding=1)
+    conv.weight.requires_grad_(False)
+    x = torch.randn(1, 2, 6, 6, 6, requires_grad=True)
+    conv(x).sum().backward()
+    assert x.grad is not None and conv.weight.grad is None and conv.bias.grad is not None
+
+
+def test_backward_of_a_batch_of_one_stays_in_onednn():
+    torch.manual_seed(0)
+    conv = Conv3d(16, 16, 3, padding=1, bias=False)
+    x = torch.randn(1, 16, 24, 24, 40, requires_grad=True)
+    # PyTorch differentiates even its own oneDNN forward pass with its native kernel here
+    native = torch.mkldnn_convolution(x, conv.weight, None, (1, 1, 1), (1, 1, 1), (1, 1, 1), 1)
+    assert "aten::convolution_backward" in _ops(lambda: native.sum().backward())
+    ops = _ops(lambda: conv(x).sum().backward())
+    assert "aten::convolution_backward" not in ops and "aten::mkldnn_convolution" in ops
 
 
 def test_a_batch_of_one_runs_in_onednn_where_pytorch_would_use_its_native_kernel():
