@@ -52,8 +52,17 @@ def test_own_backward_gives_pytorchs_gradients(spec):
     for a, b in zip(
         torch.autograd.grad(ours, params, g), torch.autograd.grad(ref, params, g), strict=True
     ):
-        assert a.shape == b.shape
+        assert a.shape == b.shape and a.is_contiguous()
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_own_backward_works_under_torch_func():
+    torch.manual_seed(2)
+    conv = Conv3d(3, 4, 3, padding=1)
+    x = torch.randn(1, 3, 6, 7, 5)
+    ours = torch.func.grad(lambda t: conv(t).square().sum())(x)
+    ref = torch.func.grad(lambda t: F.conv3d(t, conv.weight, conv.bias, 1, 1).square().sum())(x)
+    assert torch.allclose(ours, ref, atol=1e-4, rtol=1e-4)
 
 
 def test_own_backward_takes_only_the_gradients_asked_for():

@@ -52,26 +52,34 @@ def weight_gradient(x: torch.Tensor, grad: torch.Tensor, padding: tuple[int, ...
     swapped, each input channel is convolved with each output channel's gradient as a
     kernel (the sum over the batch becomes the sum over the new input channels)."""
     per_channel = _onednn_conv(x.transpose(0, 1), grad.transpose(0, 1), None, padding)
-    return per_channel.transpose(0, 1)
+    return per_channel.transpose(0, 1).contiguous()
 
 
 class _OneDnnConv3d(torch.autograd.Function):
     """A stride-1 convolution whose backward pass also runs in oneDNN. PyTorch's own
     backward re-picks its kernel by the input's size and, for the network's batch-of-one
-    inputs, often runs its native one: 6-15x slower than the forward pass here."""
+    inputs, often runs its native one: 6-15x slower than the forward pass here. Its
+    gradients are not themselves differentiable (no double backward; nothing here needs
+    one)."""
 
     @staticmethod
     def forward(
-        ctx: FunctionCtx,
         x: torch.Tensor,
         weight: torch.Tensor,
         bias: torch.Tensor | None,
         padding: tuple[int, ...],
     ) -> torch.Tensor:
+        return torch.mkldnn_convolution(
+            x.contiguous(), weight, bias, padding, (1, 1, 1), (1, 1, 1), 1
+        )
+
+    @staticmethod
+    def setup_context(ctx: FunctionCtx, inputs: tuple, output: torch.Tensor) -> None:
+        # kept apart from forward so that torch.func's transforms accept the Function
+        x, weight, bias, padding = inputs
         ctx.save_for_backward(x, weight)
         ctx.padding = padding
         ctx.has_bias = bias is not None
-        return _onednn_conv(x, weight, bias, padding)
 
     @staticmethod
     @once_differentiable
