@@ -102,6 +102,14 @@ def test_autocast_keeps_pytorchs_own_choice():
     assert out.dtype == torch.bfloat16
 
 
+def test_torch_compile_traces_it():
+    torch.manual_seed(3)
+    conv = Conv3d(2, 3, 3, padding=1)
+    x = torch.randn(1, 2, 6, 6, 6)
+    compiled = torch.compile(conv, backend="eager")  # tracing alone is what failed
+    assert torch.allclose(compiled(x), conv(x), atol=1e-5)
+
+
 def test_checkpoints_are_nn_conv3ds():
     ours = Conv3d(4, 8, 3, padding=1)
     plain = torch.nn.Conv3d(4, 8, 3, padding=1)

@@ -10,9 +10,11 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether `Conv3d` calls oneDNN itself: float32 on a CPU with oneDNN, outside autocast
-    (there PyTorch casts to bf16 and picks its own kernel)."""
+    (there PyTorch casts to bf16 and picks its own kernel) and outside torch.compile (whose
+    tracing cannot run torch.mkldnn_convolution; the compiled graph picks its own kernels)."""
     return (
-        x.device.type == "cpu"
+        not torch.compiler.is_compiling()
+        and x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
         and torch.backends.mkldnn.is_available()
         and torch.backends.mkldnn.enabled
