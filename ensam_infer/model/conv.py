@@ -23,16 +23,10 @@ def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def _onednn_conv(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    padding: tuple[int, ...],
-    stride: tuple[int, ...] = (1, 1, 1),
-    dilation: tuple[int, ...] = (1, 1, 1),
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, ...]
 ) -> torch.Tensor:
-    return torch.mkldnn_convolution(
-        x.contiguous(), weight.contiguous(), bias, padding, stride, dilation, 1
-    )
+    """A stride-1 convolution in oneDNN (which takes a kernel of any memory layout)."""
+    return torch.mkldnn_convolution(x.contiguous(), weight, bias, padding, (1, 1, 1), (1, 1, 1), 1)
 
 
 def input_gradient(
@@ -71,9 +65,7 @@ class _OneDnnConv3d(torch.autograd.Function):
         bias: torch.Tensor | None,
         padding: tuple[int, ...],
     ) -> torch.Tensor:
-        return torch.mkldnn_convolution(
-            x.contiguous(), weight, bias, padding, (1, 1, 1), (1, 1, 1), 1
-        )
+        return _onednn_conv(x, weight, bias, padding)
 
     @staticmethod
     def setup_context(ctx: FunctionCtx, inputs: tuple, output: torch.Tensor) -> None:
@@ -108,9 +100,8 @@ class Conv3d(nn.Conv3d):
     (tests/test_model_conv.py)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.padding_mode != "zeros" or isinstance(self.padding, str):
-            return super().forward(x)
-        if not onednn_applies(x, self.weight):
+        zero_padded = self.padding_mode == "zeros" and not isinstance(self.padding, str)
+        if not (zero_padded and onednn_applies(x, self.weight)):
             return super().forward(x)
         if self._own_backward_applies(x):
             return _OneDnnConv3d.apply(x, self.weight, self.bias, self.padding)
