@@ -16,6 +16,9 @@ DEFAULTS: dict = {
         "p_no_box": 0.1,
         "p_single_slice": 0.0,
         "real_split": "training",
+        # random gamma / inverted contrast on real images (data.intensity.RealIntensity's
+        # fields, e.g. {"p": 0.8}); null or {}: real images as they are
+        "real_intensity": None,
     },
     "train": {
         "optimizer": "muon",

@@ -25,6 +25,7 @@ from ensam_infer.device import cpu_has_fast_bf16
 from ensam_infer.model import Ensam, build_model, save_checkpoint
 
 from .config import load_config
+from .data.intensity import RealIntensity
 from .data.sampler import VolumeSampler, pick_target
 from .example import Example, make_example
 from .interaction import run_interaction
@@ -63,6 +64,7 @@ class ExampleStream(torch.utils.data.Dataset):
                 probs=data["probs"],
                 max_size=data["max_size"],
                 synth_size=data["synth_size"],
+                real_intensity=RealIntensity.from_config(data["real_intensity"]),
             )
         self.seed = cfg["train"]["seed"]
         self.max_voxels = cfg["train"]["max_voxels"]

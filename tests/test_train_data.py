@@ -9,6 +9,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
+from ensam_train.data.intensity import RealIntensity, gamma_lut, random_intensity
 from ensam_train.data.label_maps import (
     discover_label_maps,
     downsample_labels,
@@ -236,6 +237,85 @@ def test_sampler_errors(tmp_path):
     with pytest.warns(UserWarning, match="not found"):
         s = VolumeSampler(tmp_path / "none", tmp_path / "none", ["missing_case"])
     assert s.sources == ["shapes"]
+
+
+def test_gamma_lut_hand_values():
+    lut = gamma_lut(2.0)
+    assert lut.dtype == np.uint8 and lut.shape == (256,)
+    # 255 (v / 255)^2: 128 -> 64.25 -> 64, 200 -> 156.86 -> 157; the ends stay
+    assert (lut[0], lut[128], lut[200], lut[255]) == (0, 64, 157, 255)
+    assert np.array_equal(gamma_lut(1.0), np.arange(256))
+
+
+def test_random_intensity_off_keeps_the_image():
+    image = rng(1).integers(0, 256, SMALL).astype(np.uint8)
+    out = random_intensity(image, rng(2), RealIntensity(p=0.0))
+    assert out is image
+
+
+def test_random_intensity_inverts_positive_values_only():
+    image = np.array([[[0, 1, 2, 100, 254, 255]]], np.uint8)
+    exact = RealIntensity(p=1.0, gamma_sigma=0.0, p_invert=1.0)
+    out = random_intensity(image, rng(0), exact)
+    assert out.tolist() == [[[0, 255, 254, 156, 2, 1]]]
+    assert image.tolist() == [[[0, 1, 2, 100, 254, 255]]]  # the cached original untouched
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_intensity_keeps_background_tissue_and_order(seed):
+    image = rng(seed).integers(0, 256, SMALL).astype(np.uint8)
+    settings = RealIntensity(p=1.0, gamma_sigma=1.0, p_invert=0.5)
+    out = random_intensity(image, rng(seed), settings)
+    assert out.dtype == np.uint8 and out.shape == image.shape
+    assert np.array_equal(out == 0, image == 0)  # zero stays zero, tissue stays tissue
+    assert np.array_equal(out, random_intensity(image, rng(seed), settings))  # seeded
+    # a monotonic map of the positive values, rising or (inverted) falling
+    values = np.arange(1, 256, dtype=np.uint8)[None, None]
+    mapped = random_intensity(values, rng(seed), settings).ravel().astype(int)
+    steps = np.diff(mapped)
+    assert (steps >= 0).all() or (steps <= 0).all()
+
+
+def test_random_intensity_draws_the_same_whatever_it_applies():
+    image = np.ones((2, 2, 2), np.uint8)
+    for settings in (RealIntensity(p=0.0), RealIntensity(p=1.0, p_invert=1.0)):
+        r = rng(5)
+        random_intensity(image, r, settings)
+        assert r.random() == pytest.approx(_after_three_draws(5))
+
+
+def _after_three_draws(seed: int) -> float:
+    r = rng(seed)
+    r.random(2)
+    r.normal()
+    return float(r.random())
+
+
+def test_real_intensity_from_config():
+    assert RealIntensity.from_config(None) is None
+    assert RealIntensity.from_config({}) is None
+    assert RealIntensity.from_config({"p_invert": 0.0}) == RealIntensity(p_invert=0.0)
+    with pytest.raises(ValueError, match="gamma_sigm"):
+        RealIntensity.from_config({"gamma_sigm": 0.1})
+
+
+def test_sampler_changes_real_images_only_when_asked(tmp_path):
+    image = rng(3).integers(1, 256, SMALL).astype(np.uint8)
+    labels = np.zeros(SMALL, np.uint8)
+    labels[10:20, 10:30, 10:30] = 1
+    for sub, key, arr in (("imgs", "imgs", image), ("gts", "gts", labels)):
+        (tmp_path / "real" / sub).mkdir(parents=True)
+        np.savez(tmp_path / "real" / sub / "CT_case.npz", **{key: arr, "spacing": (1.0, 1.0, 2.0)})
+    kw = dict(probs={"real": 1.0}, max_size=64)
+    plain = VolumeSampler(tmp_path / "none", tmp_path, ["real/CT_case"], **kw)
+    assert np.array_equal(plain.sample(rng(0))[0], image)
+    changed = VolumeSampler(
+        tmp_path / "none", tmp_path, ["real/CT_case"], real_intensity=RealIntensity(p=1.0), **kw
+    )
+    out, lab, _ = changed.sample(rng(0))
+    assert not np.array_equal(out, image) and np.array_equal(lab, labels)
+    assert np.array_equal(out, changed.sample(rng(0))[0])
+    assert np.array_equal(plain.sample(rng(0))[0], image)  # the cached copy is intact
 
 
 # ------------------------------------------------------------------ shared data

@@ -11,10 +11,12 @@ import pytest
 import torch
 
 from ensam_infer.model import build_model, load_checkpoint, save_checkpoint, set_metadata
+from ensam_train.config import load_config
+from ensam_train.data.intensity import RealIntensity
 from ensam_train.example import make_example
 from ensam_train.interaction import run_interaction
 from ensam_train.optim import build_optimizers
-from ensam_train.train import train, weights_digest
+from ensam_train.train import ExampleStream, train, weights_digest
 
 SMOKE = Path(__file__).resolve().parents[1] / "ensam_train" / "configs" / "smoke.json"
 
@@ -45,6 +47,14 @@ def test_loss_goes_down_on_a_fixed_example():
         losses.append(float(loss.detach()))
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
     assert dices[-1] > 0.5
+
+
+def test_the_config_sets_the_real_images_intensity_changes():
+    shapes_only = {"probs": {"shapes": 1.0}}
+    plain = ExampleStream(load_config(SMOKE, {"data": shapes_only}))
+    assert plain.sampler.real_intensity is None
+    cfg = load_config(SMOKE, {"data": {**shapes_only, "real_intensity": {"p_invert": 0.5}}})
+    assert ExampleStream(cfg).sampler.real_intensity == RealIntensity(p_invert=0.5)
 
 
 def test_run_resumes_exactly(tmp_path):

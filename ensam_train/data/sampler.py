@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..splits import case_files, shared_data_root
+from .intensity import RealIntensity, random_intensity
 from .label_maps import (
     default_label_map_root,
     discover_label_maps,
@@ -107,8 +108,10 @@ class VolumeSampler:
         min_voxels: int = 10,
         cache_dir: str | Path | None = None,
         memory_cache: int = 64,
+        real_intensity: RealIntensity | None = None,
     ) -> None:
         self.max_size = int(max_size)
+        self.real_intensity = real_intensity
         self.synth_size = int(min(synth_size, max_size))
         self.min_voxels = int(min_voxels)
         self.cache_dir = cache_dir
@@ -203,6 +206,9 @@ class VolumeSampler:
     def _sample_real(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         case = self.real_cases[int(rng.integers(len(self.real_cases)))]
         image, labels, spacing = self._remember(("real", case), lambda: self._load_real(case))
+        if self.real_intensity is not None:
+            # drawn only when enabled, so the example streams of older configs stay the same
+            image = random_intensity(image, rng, self.real_intensity)
         return image, labels, spacing.copy()
 
     def _load_real(self, case: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

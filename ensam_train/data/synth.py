@@ -17,6 +17,8 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
+from .intensity import gamma_lut
+
 __all__ = [
     "NOISE_MODELS",
     "random_deform",
@@ -361,8 +363,7 @@ def synthesize_image(
 
     # --- gamma, as a lookup table on the final bytes (0 stays 0)
     gamma = float(np.clip(np.exp(rng.normal(0.0, 0.3)), 0.5, 2.0))
-    lut = np.rint(255.0 * (np.arange(256) / 255.0) ** gamma).astype(np.uint8)
-    return lut[out]
+    return gamma_lut(gamma)[out]
 
 
 def synthesize(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
