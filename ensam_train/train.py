@@ -25,7 +25,7 @@ from ensam_infer.device import cpu_has_fast_bf16
 from ensam_infer.model import Ensam, build_model, save_checkpoint
 
 from .config import load_config
-from .data.intensity import RealIntensity
+from .data.intensity import RealIntensity, random_intensity
 from .data.sampler import VolumeSampler, pick_target
 from .example import Example, make_example
 from .interaction import run_interaction
@@ -35,15 +35,25 @@ from .splits import case_files, load_split, shared_data_root
 
 class CaseSampler:
     """Volumes drawn uniformly from given (image uint8, labels, spacing) cases, in place of
-    the synthetic/atlas/real mix (fine-tuning on a user's own folder)."""
+    the synthetic/atlas/real mix (fine-tuning on a user's own folder), with the same random
+    intensity changes as the mix's real images when `real_intensity` is given."""
 
-    def __init__(self, volumes: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    def __init__(
+        self,
+        volumes: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+        real_intensity: RealIntensity | None = None,
+    ) -> None:
         if not volumes:
             raise ValueError("no training volumes")
         self.volumes = list(volumes)
+        self.real_intensity = real_intensity
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.volumes[int(rng.integers(len(self.volumes)))]
+        image, labels, spacing = self.volumes[int(rng.integers(len(self.volumes)))]
+        if self.real_intensity is not None:
+            # drawn only when enabled, so fine-tuning streams without it stay the same
+            image = random_intensity(image, rng, self.real_intensity)
+        return image, labels, spacing
 
 
 class ExampleStream(torch.utils.data.Dataset):
@@ -53,8 +63,9 @@ class ExampleStream(torch.utils.data.Dataset):
 
     def __init__(self, cfg: dict, volumes: list | None = None) -> None:
         data = cfg["data"]
+        real_intensity = RealIntensity.from_config(data["real_intensity"])
         if volumes is not None:
-            self.sampler = CaseSampler(volumes)
+            self.sampler = CaseSampler(volumes, real_intensity)
         else:
             root = shared_data_root()
             self.sampler = VolumeSampler(
@@ -64,7 +75,7 @@ class ExampleStream(torch.utils.data.Dataset):
                 probs=data["probs"],
                 max_size=data["max_size"],
                 synth_size=data["synth_size"],
-                real_intensity=RealIntensity.from_config(data["real_intensity"]),
+                real_intensity=real_intensity,
             )
         self.seed = cfg["train"]["seed"]
         self.max_voxels = cfg["train"]["max_voxels"]

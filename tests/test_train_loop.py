@@ -57,6 +57,24 @@ def test_the_config_sets_the_real_images_intensity_changes():
     assert ExampleStream(cfg).sampler.real_intensity == RealIntensity(p_invert=0.5)
 
 
+def test_fine_tuning_cases_get_the_intensity_changes_only_when_configured():
+    image = np.random.default_rng(1).integers(1, 256, (8, 12, 12)).astype(np.uint8)
+    labels = np.zeros(image.shape, np.uint8)
+    labels[2:6, 3:9, 3:9] = 1
+    original = image.copy()
+    volumes = [(image, labels, np.ones(3))]
+    plain = ExampleStream(load_config(SMOKE), volumes=volumes).sampler
+    assert plain.real_intensity is None
+    assert plain.sample(np.random.default_rng(0))[0] is image
+    cfg = load_config(SMOKE, {"data": {"real_intensity": {"p": 1.0}}})
+    changed = ExampleStream(cfg, volumes=volumes).sampler
+    out, lab, _ = changed.sample(np.random.default_rng(0))
+    assert not np.array_equal(out, image) and lab is labels
+    assert np.count_nonzero(out) == image.size  # no tissue voxel becomes background
+    assert np.array_equal(out, changed.sample(np.random.default_rng(0))[0])
+    assert np.array_equal(image, original)  # the user's case is not changed in place
+
+
 def test_run_resumes_exactly(tmp_path):
     straight = tmp_path / "straight"
     split = tmp_path / "split"
