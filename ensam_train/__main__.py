@@ -73,10 +73,16 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import repeated_report, report
 
-    print(report(args.base, args.other, show=args.show))
-    if args.repeat:
-        pairs = [(args.base, args.other)] + [tuple(pair) for pair in args.repeat]
-        print(repeated_report(pairs, show=args.show))
+    pairs = [(args.base, args.other)] + [tuple(pair) for pair in args.repeat or []]
+    try:
+        first = report(args.base, args.other, show=args.show)
+        repeated = repeated_report(pairs, show=args.show) if args.repeat else None
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(first)
+    if repeated is not None:
+        print(repeated)
     return 0
 
 

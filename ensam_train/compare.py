@@ -48,7 +48,11 @@ def read_per_case(path: str | Path) -> dict[str, dict[str, float]]:
     left out, so a comparison never mistakes a crash for a score."""
     rows: dict[str, dict[str, float]] = {}
     with Path(path).open(newline="") as f:
-        for row in csv.DictReader(f):
+        reader = csv.DictReader(f)
+        missing = {"CaseName", "DSC_AUC"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path} is not a per-case CSV (no {', '.join(sorted(missing))})")
+        for row in reader:
             if not row.get("DSC_AUC"):
                 continue
             name = row["CaseName"].removesuffix(".npz")

@@ -145,3 +145,18 @@ def test_compare_command_with_a_repeat(
     args = ["compare", str(runs[0]), str(runs[1]), "--repeat", str(runs[0]), str(runs[1])]
     assert main(args) == 0
     assert "over 2 pairs, per case averaged (3 cases)" in capsys.readouterr().out
+
+
+def test_compare_command_says_in_one_line_what_it_cannot_read(
+    runs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    missing = tmp_path / "nothing.csv"
+    assert (
+        main(["compare", str(runs[0]), str(runs[1]), "--repeat", str(runs[0]), str(missing)]) == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "nothing.csv" in err and "\n" not in err
+    other = tmp_path / "summary.csv"
+    other.write_text("method,group,DSC_AUC\nensam,all,2.0\n")
+    assert main(["compare", str(runs[0]), str(other)]) == 2
+    assert "is not a per-case CSV (no CaseName)" in capsys.readouterr().err
