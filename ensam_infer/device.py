@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 
 import torch
 
@@ -16,16 +17,28 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 def configure_threads() -> None:
     """Use every core the process may run on (containers often limit them by affinity),
-    unless ENSAM_THREADS says otherwise."""
-    wanted = os.environ.get("ENSAM_THREADS")
-    if wanted:
-        torch.set_num_threads(max(1, int(wanted)))
-        return
+    unless ENSAM_THREADS, or else OMP_NUM_THREADS, asks for a number (a value that is not a
+    positive integer is ignored with a warning: a typo in the shell must not stop a run)."""
+    for name in ("ENSAM_THREADS", "OMP_NUM_THREADS"):
+        wanted = _thread_count(name)
+        if wanted is not None:
+            torch.set_num_threads(wanted)
+            return
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     torch.set_num_threads(max(1, cores))
+
+
+def _thread_count(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    print(f"warning: ignoring {name}={value!r} (not a positive integer)", file=sys.stderr)
+    return None
 
 
 def cpu_has_fast_bf16() -> bool:

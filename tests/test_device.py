@@ -39,3 +39,28 @@ def test_auto_device_is_cpu_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"ENSAM_THREADS": "1", "OMP_NUM_THREADS": "2"}, 1),  # ours first
+        ({"OMP_NUM_THREADS": "1"}, 1),  # the usual knob is honoured, not overridden
+        ({"ENSAM_THREADS": "two", "OMP_NUM_THREADS": "1"}, 1),  # a typo falls through
+        ({"ENSAM_THREADS": "0"}, "cores"),
+        ({}, "cores"),
+    ],
+)
+def test_thread_count_comes_from_the_environment_or_the_cores(monkeypatch, capsys, env, expected):
+    for name in ("ENSAM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(device_mod.os, "sched_getaffinity", lambda _: {0, 1, 2}, raising=False)
+    chosen = []
+    monkeypatch.setattr(device_mod.torch, "set_num_threads", chosen.append)
+    device_mod.configure_threads()
+    assert chosen == [3 if expected == "cores" else expected]
+    bad = [v for v in env.values() if not (v.isdigit() and int(v) > 0)]
+    err = capsys.readouterr().err
+    assert ("warning: ignoring" in err) == bool(bad)
