@@ -24,6 +24,21 @@ def test_export_keeps_the_validated_inference_settings(tmp_path, capsys):
     assert "inference_crop=object" in capsys.readouterr().out
 
 
+def test_export_to_a_new_file_keeps_the_runs_own_inference_settings(tmp_path, capsys):
+    # a run started with --init carries its starting weights' settings in model.pt
+    run = tmp_path / "run"
+    run.mkdir()
+    model = build_model("ensam_tiny")
+    model.config.trained = True
+    settings = {"inference_crop": "object", "inference_max_voxels": 4096, "inference_tta": 2}
+    save_checkpoint(model, run / "model.pt", metadata={"steps": 7, **settings})
+    out = tmp_path / "candidate.pt"
+    assert main(["export", "--run-dir", str(run), "--out", str(out)]) == 0
+    meta = read_metadata(out)
+    assert {k: meta.get(k) for k in settings} == settings
+    assert "inference_tta=2" in capsys.readouterr().out
+
+
 def test_export_refuses_untrained_weights(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
