@@ -37,8 +37,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return 1
     out = Path(args.out)
     # The inference settings validated for the weights being replaced carry over unless
-    # the command gives new ones; a new file gets the run's own (those of its --init
-    # weights), which copying model.pt would otherwise keep only to have them cleared here.
+    # the command gives new ones; a new file keeps the run's own (its --init weights').
     keep = read_metadata(out) if out.is_file() else {}
     settings = {k: keep.get(k, model.metadata.get(k)) for k in INFERENCE_KEYS}
     if args.crop is not None:
