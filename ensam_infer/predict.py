@@ -12,6 +12,7 @@ import numpy as np
 
 from .cache import CaseCache, array_hash
 from .challenge import CaseError, ChallengeCase, read_case, write_segs
+from .merge import present_labels
 from .prompts import PromptError
 from .session import EnsamSession, SessionState
 
@@ -106,8 +107,7 @@ def predict_file(
             except Exception as exc:  # a cache that cannot be written costs time, not results
                 print(f"{name}: warning: cache not written ({exc})", file=log)
         seconds = time.perf_counter() - t0
-        # bincount is linear; np.unique would sort the whole volume just for a log line
-        present = int(np.count_nonzero(np.bincount(segs.ravel(), minlength=1)[1:]))
+        present = len(present_labels(segs) - {0})
         for w in case.warnings:
             print(f"{name}: warning: {w}", file=log)
         budget = SECONDS_PER_CLASS * case.num_classes / 6

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .device import autocast, configure_threads, cpu_bf16_requested, resolve_device
-from .merge import LabelMerger
+from .merge import LabelMerger, present_labels
 from .model import ClassPrompt, Ensam, load_checkpoint
 from .prompts import Box, ObjectPrompts, PromptError, check_point
 from .roi import (
@@ -297,7 +297,7 @@ class EnsamSession:
         # need 100 GB of full-resolution logits).
         for i in ids:
             merger.add(i, self._crop_logits(i), _within(self.state.rois[i], frame))
-        present = set(np.flatnonzero(np.bincount(merger.numpy().ravel(), minlength=256)))
+        present = present_labels(merger.labels)
         for i in ids:
             if i not in present:
                 self._force_present(merger, i, frame)

@@ -1,6 +1,8 @@
+import numpy as np
+import pytest
 import torch
 
-from ensam_infer.merge import LabelMerger
+from ensam_infer.merge import LabelMerger, present_labels
 
 
 def _logit(p):
@@ -48,3 +50,20 @@ def test_a_class_covering_part_of_the_crop_competes_only_there():
     merger.add(2, torch.full((1, 1, 2), 3.0), (slice(0, 1), slice(0, 1), slice(1, 3)))
     assert merger.numpy().tolist() == [[[1, 2, 2, 1]]]
     assert torch.allclose(merger.best[0, 0, 1], torch.sigmoid(torch.tensor(3.0)))
+
+
+def test_present_labels_lists_every_label_with_a_voxel_numpy_or_torch():
+    labels = np.zeros((4, 5, 6), np.uint8)
+    labels[0, 0, 0] = 3
+    labels[3, 4, 5] = 255
+    labels[1, 2, 3] = 7
+    assert present_labels(labels) == {0, 3, 7, 255}
+    assert present_labels(torch.from_numpy(labels)) == {0, 3, 7, 255}
+    # a non-contiguous view counts its own voxels only
+    assert present_labels(labels[1:3]) == {0, 7}
+    assert present_labels(np.full((2, 2, 2), 9, np.uint8)) == {9}
+
+
+def test_present_labels_refuses_other_dtypes():
+    with pytest.raises(TypeError, match="uint8"):
+        present_labels(np.zeros((2, 2, 2), np.int32))
