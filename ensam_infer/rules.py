@@ -181,17 +181,41 @@ def remove_debris(
     mask = labels == label
     if not mask.any():
         return 0
-    components = cc3d.connected_components(mask, connectivity=26)
-    keep = set()
+    components, count = cc3d.connected_components(mask, connectivity=26, return_N=True)
+    keep = {int(components[tuple(p)]) for p in seeds if _inside(p, labels.shape)}
     if box is not None:
-        keep.update(int(v) for v in np.unique(components[box]))
-    for p in seeds:
-        if _inside(p, labels.shape):
-            keep.add(int(components[tuple(p)]))
-    keep.discard(0)
-    debris = mask & ~np.isin(components, list(keep))
+        keep |= _components_in_box(components, count, box)
+    debris_ids = [k for k in range(1, count + 1) if k not in keep]
+    if not debris_ids:
+        return 0
+    is_debris = np.zeros(count + 1, bool)
+    is_debris[debris_ids] = True
+    debris = is_debris[components]
     labels[debris] = 0
     return int(debris.sum())
+
+
+def _components_in_box(
+    components: np.ndarray, count: int, box: tuple[slice, slice, slice]
+) -> set[int]:
+    """The component ids (1..count) with a voxel inside `box`. Decided from each component's
+    bounding box (one pass, in C); only a component whose bounding box straddles the box's
+    side is looked at voxel by voxel, and only where the two overlap. (np.unique over the box
+    took about a second per step on a 300x512x512 volume.)"""
+    bounds = [s.indices(n)[:2] for s, n in zip(box, components.shape, strict=True)]
+    found = cc3d.statistics(components)["bounding_boxes"]
+    inside = set()
+    for k in range(1, count + 1):
+        extent = found[k]
+        overlap = tuple(
+            slice(max(e.start, lo), min(e.stop, hi))
+            for e, (lo, hi) in zip(extent, bounds, strict=True)
+        )
+        if any(o.start >= o.stop for o in overlap):
+            continue
+        if overlap == tuple(extent) or (components[overlap] == k).any():
+            inside.add(k)
+    return inside
 
 
 def enforce_clicks(

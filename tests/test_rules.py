@@ -1,3 +1,4 @@
+import cc3d
 import numpy as np
 import pytest
 import torch
@@ -174,3 +175,41 @@ def test_challenge_box_is_the_mid_slice_box():
     assert (box["z_min"], box["z_max"], box["z_mid"]) == (2, 8, 5)
     assert (box["z_mid_y_min"], box["z_mid_x_min"]) == (3, 3)
     assert (box["z_mid_y_max"], box["z_mid_x_max"]) == (7, 14)
+
+
+def _debris_by_unique(labels, label, box, seeds):
+    """The debris rule written the plain way (np.unique over the box), as a reference."""
+    mask = labels == label
+    components = cc3d.connected_components(mask, connectivity=26)
+    keep = set(np.unique(components[box]).tolist()) if box is not None else set()
+    keep |= {int(components[p]) for p in seeds}
+    keep.discard(0)
+    out = labels.copy()
+    out[mask & ~np.isin(components, list(keep))] = 0
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_debris_matches_the_plain_reference_on_random_masks(seed):
+    # random blobs, many of them straddling the box's sides or wrapping round its corner
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((18, 20, 22)) < 0.08).astype(np.uint8)
+    labels[rng.random(labels.shape) < 0.03] = 2
+    box = (slice(4, 12), slice(3, 15), slice(6, 16))
+    seeds = [tuple(int(rng.integers(0, n)) for n in labels.shape) for _ in range(3)]
+    for b, s in ((box, []), (box, seeds), (None, seeds)):
+        expected = _debris_by_unique(labels, 1, b, s)
+        got = labels.copy()
+        cleared = remove_debris(got, 1, b, s)
+        np.testing.assert_array_equal(got, expected)
+        assert cleared == int(((labels == 1) & (expected == 0)).sum())
+
+
+def test_debris_drops_a_component_that_wraps_round_the_box_corner_without_entering():
+    labels = np.zeros((3, 12, 12), np.uint8)
+    labels[1, 8, 2:11] = 1  # an L round the box's corner: its bounding box overlaps the box
+    labels[1, 2:9, 10] = 1
+    labels[1, 3, 3] = 1  # inside the box
+    box = (slice(0, 3), slice(0, 7), slice(0, 8))
+    assert remove_debris(labels, 1, box, seeds=[]) == 15
+    assert labels.sum() == 1 and labels[1, 3, 3] == 1
